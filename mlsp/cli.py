@@ -1,0 +1,178 @@
+"""The ``mlsp`` command line: a thin layer over the Python API."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+
+
+def _fail(message: str):
+    raise click.ClickException(message)
+
+
+def collect_items(inputs, list_file=None, ava=None, images=None):
+    """Image items from folders/files, a list or CSV file, or AVA.txt plus an image folder."""
+    from .images.sources import ImageItem, check_unique, from_ava, from_folder, from_list
+
+    items = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            items.extend(from_folder(path))
+        elif path.exists():
+            items.append(ImageItem(path.stem, str(path)))
+        else:
+            _fail(f"{path}: no such file or folder")
+    if list_file:
+        items.extend(from_list(list_file))
+    if ava:
+        if not images:
+            _fail("--ava needs --images DIR (the folder of AVA's ID.jpg files)")
+        items.extend(from_ava(ava, images))
+    if not items:
+        _fail("no input images: give folders or files, --list FILE, or --ava AVA.txt --images DIR")
+    check_unique(items)
+    return items
+
+
+def _print_summary(summary, out):
+    click.echo(
+        f"{summary.store}: {summary.done} done, {summary.failed} failed, {summary.pending} pending "
+        f"of {summary.images}; this run {summary.processed_now} images in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.2f} img/s), {summary.failed_now} failed"
+    )
+    if summary.failures:
+        log = Path(str(out) + ".failures.csv")
+        import csv
+
+        with open(log, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["id", "path", "error"])
+            writer.writeheader()
+            writer.writerows(summary.failures)
+        click.echo(f"failures of this run listed in {log} (and in the store: images/error)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlsp")
+def main():
+    """mlsp: image aesthetics from multi-level spatially pooled (MLSP) features.
+
+    Stages: `mlsp extract` (images -> HDF5 feature store), `mlsp info`,
+    then train / evaluate / predict / ablate heads on stored features.
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Feature store (HDF5) to write or resume.")
+@click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False), help="Text list or CSV of image paths (optional id column).")
+@click.option("--ava", type=click.Path(exists=True, dir_okay=False), help="AVA.txt: extract the images it lists.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), help="Image folder for --ava (ID.jpg files).")
+@click.option("--backbone", default="inception_resnet_v2", show_default=True,
+              type=click.Choice(["inception_resnet_v2", "inception_v3", "mobilenet_v2", "mobilenet"]))
+@click.option("--alpha", default=1.0, show_default=True, help="Width multiplier (MobileNet backbones).")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="'imagenet' (Keras download/cache), 'bundled' (shipped MobileNetV2-0.35), a weights file, or 'none' (random, seeded).")
+@click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
+              help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); whole: the full image only.")
+@click.option("--wide-size", default=5, show_default=True, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
+@click.option("--max-side", type=int, default=None, help="Optional cap on the longer side (default: full resolution).")
+@click.option("--workers", default=2, show_default=True, help="Decoding threads.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --weights none.")
+@click.option("--retry-failed", is_flag=True, help="Try failed images again.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
+@click.option("--limit", type=int, default=None, help="Stop after this many images (resume later).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
+            max_side, workers, seed, retry_failed, overwrite, limit, quiet):
+    """Extract MLSP features of images into a feature store (resumable).
+
+    INPUTS are image files and folders (searched recursively, decoded by content).
+    Running the same command again resumes where it stopped.
+    """
+    from .extract.backbones import WeightsUnavailableError
+    from .extract.extractor import ExtractOptions, extract as run_extract
+    from .stores.features import StoreError
+
+    items = collect_items(inputs, list_file, ava, images)
+    opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
+                          augmentation=augmentation, wide_size=wide_size, max_side=max_side,
+                          workers=workers)
+    try:
+        summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
+                              progress=not quiet, limit=limit)
+    except (WeightsUnavailableError, StoreError) as err:
+        _fail(str(err))
+    _print_summary(summary, out)
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(store, as_json):
+    """Print a store's layout, configuration and counts."""
+    from .stores.features import FeatureStore, StoreError
+
+    try:
+        with FeatureStore.open(store) as fs:
+            data = fs.info()
+            levels = fs.levels
+    except StoreError as err:
+        _fail(str(err))
+    if as_json:
+        data["level_table"] = [vars(lv) for lv in levels]
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    cfg = data["config"]
+    click.echo(f"{data['path']}  ({cfg.get('format')} v{cfg.get('format_version')})")
+    click.echo(f"  backbone     {cfg.get('backbone')} alpha {cfg.get('alpha')}, weights {cfg.get('weights')} "
+               f"(sha256 {str(cfg.get('weights_sha256'))[:12] or '-'}), {cfg.get('backend')} {cfg.get('backend_version')}")
+    click.echo(f"  levels       {data['levels']} blocks, {data['channels']} channels "
+               f"({levels[0].name} .. {levels[-1].name})" if levels else "  levels       none")
+    click.echo(f"  augment      {len(data['augmentations'])}: {', '.join(data['augmentations'])}")
+    click.echo(f"  pooling      narrow 1x1" + (f", wide {cfg.get('pool_wide')}x{cfg.get('pool_wide')}" if cfg.get("pool_wide") else "")
+               + f"; max side {cfg.get('max_side') or 'none (full resolution)'}")
+    click.echo(f"  images       {data['images']}: {data['done']} done, {data['failed']} failed, {data['pending']} pending")
+    for name, d in sorted(data["datasets"].items()):
+        if name.startswith("features/"):
+            click.echo(f"  {name:<16} {tuple(d['shape'])} {d['dtype']} chunks {tuple(d['chunks'] or ())}")
+    click.echo(f"  on disk      {data['bytes_on_disk'] / 1e6:.1f} MB (allocated {data['bytes_apparent'] / 1e6:.1f} MB)")
+    for f in data["failures"][:10]:
+        click.echo(f"  failed       {f['id']}: {f['error']}")
+    if len(data["failures"]) > 10:
+        click.echo(f"  ... and {len(data['failures']) - 10} more failures (--json lists all)")
+
+
+@main.command()
+@click.option("--out", default="mlsp-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for the data set, store and reports.")
+@click.option("-n", "--images", "n_images", default=48, show_default=True, help="Number of generated images.")
+@click.option("--backbone", default="mobilenet_v2", show_default=True)
+@click.option("--alpha", default=0.35, show_default=True)
+@click.option("--weights", default="bundled", show_default=True, help="Default: the ImageNet MobileNetV2-0.35 shipped with mlsp (works offline).")
+@click.option("--quiet", is_flag=True)
+def demo(out, n_images, backbone, alpha, weights, quiet):
+    """The main job on a built-in default: generated photos with known scores, end to end."""
+    from .demo import run_demo
+
+    run_demo(out, n_images=n_images, backbone=backbone, alpha=alpha, weights=weights,
+             progress=not quiet, echo=click.echo)
+
+
+def _register_optional():
+    try:
+        from .training.commands import commands
+    except ImportError:
+        return
+    for command in commands:
+        main.add_command(command)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Decode any image file to an 8-bit RGB array, by content, with one-line errors.
+
+`decode_image` is the single entry point used by the extractors. It reads the
+bytes, lets Pillow identify the format from the content (the file extension is
+never looked at), checks the pixel count from the header before decoding, and
+normalises every mode to ``uint8`` RGB:
+
+* EXIF orientation is applied (``PIL.ImageOps.exif_transpose``).
+* Grayscale, palette, CMYK, LA, ... are converted to RGB by Pillow.
+* An alpha channel is DROPPED, not composited: the RGB values stored under
+  transparent pixels are returned unchanged (compositing onto a background
+  colour would invent content that is not in the file).
+* 16-bit data (modes ``I;16*``, ``I`` and 16-bit-per-channel colour) is scaled
+  to 8 bits as ``round(v / 257)`` (``I`` is first clipped to 0..65535).
+  Pillow keeps only the high byte of 16-bit colour, so those files are
+  re-decoded with OpenCV at full depth and rounded here.
+* Floating-point images (Pillow mode ``F``, float TIFF via OpenCV) are assumed
+  to lie in [0, 1]: ``round(clip(v, 0, 1) * 255)``.
+* Multi-frame files (animated GIF/WebP, multi-page TIFF): the first frame.
+* Files Pillow cannot read but OpenCV can (some TIFF variants, formats Pillow
+  has no plugin for) are decoded with ``cv2.imdecode`` as a fallback; OpenCV
+  applies EXIF orientation itself. Truncated data never falls back, because a
+  partial decode would silently return a damaged image.
+
+Pillow's decompression-bomb check is switched off while we decode, in favour
+of our own ``max_pixels`` check (done on the header, before decoding); see
+`_pillow_bomb_check_off`. Truncated files raise because Pillow's
+``ImageFile.LOAD_TRUNCATED_IMAGES`` is left at its default (False).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageDecodeError", "decode_image"]
+
+_16BIT_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be decoded; ``str()`` is one line: ``name: cause``."""
+
+    def __init__(self, name: str, cause: str):
+        super().__init__(name, cause)  # args kept so that the error pickles
+        self.name = name
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return " ".join(f"{self.name}: {self.cause}".splitlines())
+
+
+_bomb_lock = threading.Lock()
+_bomb_users = 0
+_bomb_saved: int | None = None
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_off():
+    """Set ``Image.MAX_IMAGE_PIXELS = None`` while at least one decode runs.
+
+    Pillow's limit is a module global, so it cannot be changed per call; a
+    thread-safe reference count restores the caller's value once the last
+    concurrent decode finishes. Other Pillow users in other threads are
+    unprotected meanwhile (our own ``max_pixels`` check replaces it here).
+    """
+    global _bomb_users, _bomb_saved
+    with _bomb_lock:
+        if _bomb_users == 0:
+            _bomb_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _bomb_users += 1
+    try:
+        yield
+    finally:
+        with _bomb_lock:
+            _bomb_users -= 1
+            if _bomb_users == 0:
+                Image.MAX_IMAGE_PIXELS = _bomb_saved
+
+
+def _mp(pixels: float) -> str:
+    return f"{pixels / 1e6:.4f}".rstrip("0").rstrip(".")
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    n = width * height
+    if n > max_pixels:
+        raise ImageDecodeError(
+            name,
+            f"image too large: {width} x {height} = {_mp(n)} megapixels, "
+            f"above the limit of {_mp(max_pixels)} megapixels",
+        )
+
+
+def _read_bytes(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, bytes]:
+    """Return (name for messages, file content)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return name or "<bytes>", bytes(source)
+    name = name or os.fspath(source)
+    try:
+        return name, Path(source).read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(name, f"cannot read file: {e.strerror or e}") from None
+
+
+def _u16_to_u8(a: np.ndarray) -> np.ndarray:
+    """Scale 0..65535 integers to uint8 as round(v / 257) (v/257 never ends in .5)."""
+    a = np.clip(a, 0, 65535).astype(np.uint32)
+    return ((a + 128) // 257).astype(np.uint8)
+
+
+def _float_to_u8(a: np.ndarray) -> np.ndarray:
+    """Scale floating-point data assumed to lie in [0, 1] (clipped) to uint8."""
+    return np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+
+def _cv2_decode(data: bytes) -> np.ndarray | None:
+    """OpenCV decode to RGB uint8 (16-bit rounded as above); None on failure."""
+    import cv2
+
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        if img is not None and img.dtype == np.uint16:
+            img = _u16_to_u8(img)
+        elif img is not None and img.dtype.kind == "f":
+            img = _float_to_u8(img)
+        elif img is not None and img.dtype != np.uint8:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        return None
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """True when Pillow reduces 16-bit-per-channel colour to its high byte."""
+    if im.mode not in ("RGB", "RGBA") or not im.tile:
+        return False
+    args = im.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> C-contiguous uint8 H x W x 3 RGB (alpha dropped)."""
+    if im.mode in _16BIT_GRAY_MODES or im.mode == "F":
+        a = np.asarray(im)
+        gray = _float_to_u8(a) if im.mode == "F" else _u16_to_u8(a)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # avoids Pillow's warning; alpha dropped below
+    return np.array(im.convert("RGB"), dtype=np.uint8, order="C")
+
+
+def _pillow_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Decode with Pillow; size checked on the header before ``load()``."""
+    with Image.open(io.BytesIO(data)) as im:
+        _check_size(name, im.width, im.height, max_pixels)
+        deep_colour = _is_16bit_colour(im)  # before load(), which clears im.tile
+        im.load()
+        if deep_colour:
+            img = _cv2_decode(data)
+            if img is not None:
+                return img
+        try:
+            oriented = ImageOps.exif_transpose(im)
+        except Exception:  # broken EXIF must not lose the image: keep it as stored
+            oriented = im
+        return _to_rgb8(oriented)
+
+
+def decode_image(
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    max_pixels: int = 200_000_000,
+) -> np.ndarray:
+    """Decode an image file (path or bytes) to a uint8 H x W x 3 RGB array.
+
+    The format is detected from the content. ``name`` is used in error messages
+    (default: the path, or ``<bytes>``). Images with more than ``max_pixels``
+    pixels are refused from their header, before decoding. Every failure raises
+    `ImageDecodeError` (a ``ValueError``) with a one-line message.
+    """
+    name, data = _read_bytes(source, name)
+    if not data:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    with _pillow_bomb_check_off():
+        try:
+            return _pillow_decode(data, name, max_pixels)
+        except (ImageDecodeError, MemoryError):
+            raise
+        except UnidentifiedImageError:
+            cause = f"not a recognised image format (first bytes: {data[:16]!r})"
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ...
+            msg = str(e) or type(e).__name__
+            if "truncated" in msg.lower() or isinstance(e, EOFError):
+                raise ImageDecodeError(name, f"truncated image data (Pillow: {msg})") from None
+            cause = (
+                f"corrupt or unsupported image data (Pillow: {msg}; "
+                "OpenCV could not decode it either)"
+            )
+    img = _cv2_decode(data)  # fallback; see module docstring
+    if img is None:
+        raise ImageDecodeError(name, cause)
+    _check_size(name, img.shape[1], img.shape[0], max_pixels)
+    return img
