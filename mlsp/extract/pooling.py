@@ -22,7 +22,9 @@ When one axis grows and the other shrinks, OpenCV leaves its area path and
 uses a 2-tap interpolation on *both* axes, which on the shrinking axis skips
 source cells.  We keep the true box average on each axis instead (every source
 cell contributes, narrow features stay the exact mean of the wide ones), so
-results differ from OpenCV there by design.  This only happens for tapped maps
+results differ from a single OpenCV call there by design; they equal OpenCV's
+INTER_AREA applied one axis at a time (first the shrinking axis, then the
+growing one), which is how the tests check it.  This only happens for tapped maps
 narrower than the pool size on one side, e.g. a deep 3x12 map pooled to 5x5.
 
 Keras' own ``interpolation="area"`` exists only on TensorFlow; this layer runs

@@ -1,0 +1,178 @@
+"""Command-line: ``mlsp train``, ``mlsp evaluate``, ``mlsp predict``, ``mlsp ablate levels``.
+
+Registered by the main ``mlsp`` group (:mod:`mlsp.cli`) from ``commands``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["commands", "train", "evaluate", "predict", "ablate"]
+
+
+def _fail(err):
+    raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _labels(path, test_list, val_fraction, seed):
+    from ..labels import load_labels, read_id_list
+
+    labels = load_labels(path)
+    test_ids = read_id_list(test_list) if test_list else None
+    if test_ids is not None or labels.split is None or not (labels.split == "val").any():
+        labels = labels.with_split(val_fraction=val_fraction, seed=seed, test_ids=test_ids)
+    return labels
+
+
+@click.command()
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True),
+              help="AVA.txt or a CSV with id and mos (optionally p1..pK, split).")
+@click.option("--head", default="single_3fc", show_default=True,
+              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc"]))
+@click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
+@click.option("--output", default="mos", show_default=True,
+              type=click.Choice(["mos", "distribution"]))
+@click.option("--epochs", default=100, show_default=True, type=int,
+              help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--augment", default="random", show_default=True,
+              type=click.Choice(["random", "all"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
+@click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
+@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
+@click.option("--quiet", is_flag=True)
+def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
+          test_list, val_fraction, width, quiet):
+    """Train a head on the features in STORE (MLSP sec. 3.3)."""
+    from .trainer import train_head
+
+    try:
+        labels = _labels(labels_file, test_list, val_fraction, seed)
+        res = train_head(store, labels, head=head, levels=levels, output=output, epochs=epochs,
+                         batch_size=batch_size, lr=lr, augment=augment, seed=seed,
+                         out_dir=out_dir, progress=not quiet, val_fraction=val_fraction,
+                         width=width)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    if quiet:
+        click.echo(res.summary())
+    click.echo(f"wrote {', '.join(p.name for p in res.files)} to {res.out_dir}")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
+@click.option("--split", default=None, type=click.Choice(["train", "val", "test"]),
+              help="Only this split of the labels (needs a split column).")
+@click.option("--out", "out_dir", default=None, type=click.Path(),
+              help="Write evaluation.json, predictions.csv and scatter.png here.")
+def evaluate(model, store, labels_file, split, out_dir):
+    """Evaluate a trained MODEL on the labelled images of STORE."""
+    from ..labels import load_labels
+    from .trainer import _f, evaluate_trained
+
+    try:
+        res = evaluate_trained(model, store, load_labels(labels_file), out_dir=out_dir,
+                               split=split, progress=False)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    m = res["metrics"]
+    click.echo(res["alignment"])
+    click.echo(f"n={m['n']}: SRCC {_f(m['srcc'])}  PLCC {_f(m['plcc'])}  accuracy "
+               f"{_f(m['accuracy'])}  MAE {_f(m['mae'])}  RMSE {_f(m['rmse'])}"
+               + (f"  EMD {_f(m['emd'])}" if "emd" in m else ""))
+    if out_dir is None:
+        click.echo(json.dumps(res["metrics"], indent=2))
+    else:
+        click.echo(f"wrote evaluation.json, predictions.csv, scatter.png to {out_dir}")
+
+
+def _format(rows, fmt):
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    buf = io.StringIO()
+    k = max((len(r.get("distribution", [])) for r in rows), default=0)
+    w = csv.writer(buf)
+    w.writerow(["id", "path", "score", *(f"p{i + 1}" for i in range(k)), "error"])
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.4f}"
+        dist = [f"{v:.4f}" for v in r.get("distribution", [])] or [""] * k
+        w.writerow([r["id"], r["path"], score, *dist, r.get("error", "")])
+    return buf.getvalue()
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("photos", nargs=-1, type=click.Path(exists=True))
+@click.option("--features", "store", type=click.Path(exists=True, dir_okay=False),
+              help="Score from this feature store instead of extracting (PHOTOS: ids to keep).")
+@click.option("--weights", default=None, type=click.Path(),
+              help="Backbone weights file, if the model's is not found automatically.")
+@click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json"]))
+@click.option("-o", "--output", "output", default=None, type=click.Path(), help="File (default stdout).")
+def predict(model, photos, store, weights, fmt, output):
+    """Score PHOTOS (files or folders) with a trained MODEL."""
+    from .predict import predict_images, predict_store
+
+    try:
+        if store:
+            ids = [Path(p).stem for p in photos] or None
+            rows = predict_store(model, store, ids=ids, progress=False)
+        else:
+            if not photos:
+                raise click.UsageError("give PHOTOS (files or folders), or --features STORE")
+            rows = predict_images(model, photos, weights=weights, progress=output is not None)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    text = _format(rows, fmt)
+    if output:
+        Path(output).write_text(text)
+        ok = [r["score"] for r in rows if r["score"] is not None]
+        click.echo(f"scored {len(ok)} of {len(rows)} images"
+                   + (f" (mean {sum(ok) / len(ok):.3f})" if ok else "") + f"; wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@click.group()
+def ablate():
+    """Ablation studies on stored features."""
+
+
+@ablate.command("levels")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
+@click.option("--head", default="single_3fc", show_default=True,
+              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc"]))
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--test-list", type=click.Path(exists=True))
+@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir):
+    """Train HEAD on the last k levels, k = 1..L (MLSP Fig. 7)."""
+    from .trainer import ablate_levels
+
+    try:
+        labels = _labels(labels_file, test_list, val_fraction, seed)
+        rows = ablate_levels(store, labels, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
+                             seed=seed, val_fraction=val_fraction)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    best = max(rows, key=lambda r: -1 if r.get("val_srcc") is None else r["val_srcc"])
+    click.echo(f"best on validation: last {best['k']} levels (val SRCC {best['val_srcc']:.3f}); "
+               f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
+
+
+commands = [train, evaluate, predict, ablate]

@@ -1,0 +1,258 @@
+"""Feeding stored MLSP features to a head: in RAM when they fit, else from the HDF5 file.
+
+Hosu et al. 2019, sec. 3.1: "During training AQA on features, a single random
+augmentation per epoch is drawn for each image from among the 8 stored [...].
+At test time, the final score for an image is calculated by averaging the
+predictions over all stored augmentations."  :class:`FeatureSequence` does the
+former (or feeds all augmentations, ``augment="all"``), :func:`predict_averaged`
+the latter.  Only ``keras.utils.PyDataset`` and numpy are used, so any Keras
+backend can consume the batches.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from ..stores.features import FeatureStore, StoreError
+
+__all__ = ["StoreFeatures", "FeatureSequence", "predict_averaged", "AUGMENT_MODES"]
+
+AUGMENT_MODES = ("random", "all", "first")
+DEFAULT_MEMORY_LIMIT = 4 * 1024**3
+
+
+def _as_slice(index: np.ndarray):
+    """A slice for a contiguous ascending index (much faster for h5py), else the index."""
+    if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+class StoreFeatures:
+    """The features of one store, for the chosen levels, as float32 rows.
+
+    ``kind``: ``"narrow"`` (N, A, C) or ``"wide"`` (N, A, P, P, C).  Narrow
+    features whose selected channels fit in ``memory_limit`` bytes (float16)
+    are read once, in blocks, into RAM (channel subset applied while reading);
+    otherwise rows are read from the file on demand (sorted-index reads; the
+    file is opened once per process, lazily, so PyDataset workers can share
+    the object).
+    """
+
+    def __init__(self, store_path, levels=None, kind: str = "narrow",
+                 memory_limit: float | None = DEFAULT_MEMORY_LIMIT, in_memory: bool | None = None,
+                 progress: bool = True, block_rows: int = 1024):
+        self.path = Path(store_path)
+        if kind not in ("narrow", "wide"):
+            raise ValueError(f"kind must be 'narrow' or 'wide', got {kind!r}")
+        self.kind = kind
+        with FeatureStore.open(self.path) as store:
+            if not store.has(kind):
+                raise StoreError(f"{self.path}: has no {kind} features"
+                                 + (" (extracted with wide pooling off)" if kind == "wide" else ""))
+            self.config = store.config
+            self.ids = store.ids
+            self.status = store.status
+            self.augmentations = store.augmentations
+            self.levels, self.channel_index = store.select_levels(levels)
+            ds = store.dataset(kind)
+            self.n_images, self.n_aug = int(ds.shape[0]), int(ds.shape[1])
+            self.item_shape = tuple(int(s) for s in ds.shape[2:-1]) + (len(self.channel_index),)
+        self._channels = _as_slice(self.channel_index)
+        self._local = threading.local()
+        self._pid = None
+        nbytes = self.n_images * self.n_aug * int(np.prod(self.item_shape)) * 2
+        if in_memory is None:
+            in_memory = kind == "narrow" and (memory_limit is None or nbytes < memory_limit)
+        self.in_memory = bool(in_memory)
+        self.data = self._load_all(progress, block_rows) if self.in_memory else None
+
+    # -- file access ----------------------------------------------------------------------
+    def _dataset(self) -> h5py.Dataset:
+        """The HDF5 dataset, opened once per process (and thread: h5py serialises reads)."""
+        if self._pid != os.getpid():  # forked worker: never reuse the parent's handle
+            self._local = threading.local()
+            self._pid = os.getpid()
+        ds = getattr(self._local, "ds", None)
+        if ds is None or not ds.id.valid:
+            h5 = h5py.File(self.path, "r")
+            ds = h5[f"features/{self.kind}"]
+            self._local.h5, self._local.ds = h5, ds
+        return ds
+
+    def _read(self, ds, rows, aug):
+        """ds[rows, aug, ..., channels] with rows ascending; aug an int or slice."""
+        sel = (rows, aug) + (slice(None),) * (len(self.item_shape) - 1)
+        if isinstance(self._channels, slice):
+            return ds[sel + (self._channels,)]
+        return ds[sel][..., self._channels]  # h5py allows one index list per read
+
+    def _load_all(self, progress, block_rows):
+        from tqdm.auto import tqdm
+
+        shape = (self.n_images, self.n_aug) + self.item_shape
+        out = np.empty(shape, np.float16)
+        ds = self._dataset()
+        steps = range(0, self.n_images, block_rows)
+        for a in tqdm(steps, desc=f"load {self.path.name}", unit="block",
+                      disable=not progress or len(steps) < 2, dynamic_ncols=True):
+            b = min(a + block_rows, self.n_images)
+            out[a:b] = self._read(ds, slice(a, b), slice(None))
+        self.close()
+        return out
+
+    def close(self):
+        h5 = getattr(self._local, "h5", None)
+        if h5 is not None and h5.id.valid:
+            h5.close()
+        self._local = threading.local()
+
+    def __getstate__(self):  # picklable for multiprocessing workers: the handle stays behind
+        state = self.__dict__.copy()
+        state["_local"], state["_pid"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, rows, aug=None) -> np.ndarray:
+        """Features of store ``rows`` as float32.
+
+        ``aug``: None for all augmentations, shape (n, A, ...); an int, or one
+        augmentation index per row, shape (n, ...).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if aug is not None and np.ndim(aug) == 0:
+            aug = np.full(rows.shape, int(aug), np.int64)
+        if self.in_memory:
+            x = self.data[rows] if aug is None else self.data[rows, np.asarray(aug)]
+            return x.astype(np.float32)
+        return self._get_from_file(rows, aug)
+
+    def _get_from_file(self, rows, aug):
+        ds = self._dataset()
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        if aug is None:
+            uniq, inverse = np.unique(sorted_rows, return_inverse=True)
+            block = self._read(ds, uniq, slice(None)) if uniq.size else \
+                np.empty((0, self.n_aug) + self.item_shape, np.float16)
+            picked = block[inverse]
+        else:
+            aug_sorted = np.asarray(aug, np.int64)[order]
+            picked = np.empty((rows.size,) + self.item_shape, np.float16)
+            for k, (r, a) in enumerate(zip(sorted_rows.tolist(), aug_sorted.tolist())):
+                picked[k] = self._read(ds, r, a)  # chunk (1, 1, ...): one chunk per item
+        out = np.empty_like(picked, dtype=np.float32)
+        out[order] = picked
+        return out
+
+    def mean_over_augmentations(self, rows, block: int = 256) -> np.ndarray:
+        """Features averaged over the stored augmentations (for linear baselines)."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((rows.size,) + self.item_shape, np.float32)
+        for a in range(0, rows.size, block):
+            out[a:a + block] = self.get(rows[a:a + block]).mean(axis=1)
+        return out
+
+
+class FeatureSequence(keras.utils.PyDataset):
+    """Batches ``(features float32, targets)`` of the given store rows.
+
+    ``augment``: ``"random"`` draws one stored augmentation per image and epoch
+    (MLSP sec. 3.1; seeded by ``seed + epoch``), ``"all"`` feeds every
+    augmentation of every image as its own sample, ``"first"`` always the first
+    (the un-augmented one for ``whole`` stores).  ``shuffle`` reorders the
+    samples every epoch (seed + epoch).  ``workers``/``use_multiprocessing``
+    are PyDataset's: batches are prepared ahead while the model trains.
+    """
+
+    def __init__(self, features: StoreFeatures, rows, targets=None, batch_size: int = 128,
+                 augment: str = "random", shuffle: bool = True, seed: int = 0,
+                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max_queue_size)
+        if augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
+        self.features = features
+        self.rows = np.asarray(rows, np.int64)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
+        if self.targets is not None and len(self.targets) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.targets)} targets")
+        self.batch_size, self.augment, self.shuffle = int(batch_size), augment, shuffle
+        self.seed, self.epoch = int(seed), 0
+        self._plan_epoch, self._plan = None, None
+
+    # -- the epoch's sample list ----------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return self.rows.size * (self.features.n_aug if self.augment == "all" else 1)
+
+    def plan(self, epoch: int | None = None):
+        """(item, augmentation) pairs of an epoch in feeding order; item indexes ``rows``."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self._plan_epoch == epoch:
+            return self._plan
+        rng = np.random.default_rng([self.seed, epoch])
+        n, a = self.rows.size, self.features.n_aug
+        if self.augment == "all":
+            items, augs = np.repeat(np.arange(n), a), np.tile(np.arange(a), n)
+        elif self.augment == "random":
+            items, augs = np.arange(n), rng.integers(0, a, size=n)
+        else:
+            items, augs = np.arange(n), np.zeros(n, np.int64)
+        if self.shuffle:
+            perm = rng.permutation(items.size)
+            items, augs = items[perm], augs[perm]
+        self._plan_epoch, self._plan = epoch, (items, augs)
+        return self._plan
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    # -- PyDataset ------------------------------------------------------------------------
+    def __len__(self):
+        return math.ceil(self.n_samples / self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        items, augs = self.plan()
+        sl = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        it, au = items[sl], augs[sl]
+        x = self.features.get(self.rows[it], au)
+        if self.targets is None:
+            return (x,)
+        return x, self.targets[it]
+
+
+def predict_averaged(model, features: StoreFeatures, rows, batch_size: int = 128) -> np.ndarray:
+    """Per-image model outputs averaged over all stored augmentations (MLSP sec. 3.1).
+
+    Returns (n, outputs) float64: every augmentation of every row is scored,
+    then the A predictions of an image are averaged.
+    """
+    rows = np.asarray(rows, np.int64)
+    a = features.n_aug
+    per_batch = max(1, batch_size // a)
+    outs = []
+    for s in range(0, rows.size, per_batch):
+        x = features.get(rows[s:s + per_batch])  # (b, A, ...)
+        b = x.shape[0]
+        y = model.predict_on_batch(x.reshape((b * a,) + x.shape[2:]))
+        y = keras.ops.convert_to_numpy(y).reshape(b, a, -1)
+        outs.append(y.astype(np.float64).mean(axis=1))
+    if not outs:
+        return np.zeros((0, int(model.output.shape[-1])), np.float64)
+    return np.concatenate(outs)
