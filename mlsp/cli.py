@@ -87,9 +87,10 @@ def main():
 @click.option("--retry-failed", is_flag=True, help="Try failed images again.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
 @click.option("--limit", type=int, default=None, help="Stop after this many images (resume later).")
+@click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
-            max_side, workers, seed, retry_failed, overwrite, limit, quiet):
+            max_side, workers, seed, retry_failed, overwrite, limit, flush_every, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -102,7 +103,7 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     items = collect_items(inputs, list_file, ava, images)
     opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                           augmentation=augmentation, wide_size=wide_size, max_side=max_side,
-                          workers=workers)
+                          workers=workers, flush_every=flush_every)
     try:
         summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
                               progress=not quiet, limit=limit)

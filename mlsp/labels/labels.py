@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -295,7 +295,8 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
         if not iid:
             raise ValueError(f"{path}: line {line}: missing id")
         if iid in seen:
-            raise ValueError(f"{path}: line {line}: duplicate id {iid!r} (first on line {seen[iid]})")
+            raise ValueError(f"{path}: line {line}: duplicate id {iid!r} "
+                             f"(first on line {seen[iid]})")
         seen[iid] = line
         ids.append(iid)
         if dist_cols:

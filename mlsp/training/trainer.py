@@ -366,7 +366,9 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
         "bin_scores": None if scores is None else scores.tolist(),
         "pooling": kind, "wide_size": wide_size if kind == "wide" else 0,
         "levels": level_names, "level_channels": level_channels, "channels": int(channels),
-        "features": {k: config.get(k) for k in IDENTITY_KEYS},
+        # what defines the features (store IDENTITY_KEYS), plus the weights' name to find them
+        "features": {"weights": config.get("weights"),
+                     **{k: config.get(k) for k in IDENTITY_KEYS}},
         "store": str(store_path.resolve()),
         "target": {"mean": mean, "std": std, "standardized": output == "mos"},
         "score_range": [lo, hi], "accuracy_threshold": accuracy_threshold((lo, hi)),
