@@ -170,8 +170,10 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
                              seed=seed, val_fraction=val_fraction)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
+    from .trainer import _f
+
     best = max(rows, key=lambda r: -1 if r.get("val_srcc") is None else r["val_srcc"])
-    click.echo(f"best on validation: last {best['k']} levels (val SRCC {best['val_srcc']:.3f}); "
+    click.echo(f"best on validation: last {best['k']} levels (val SRCC {_f(best['val_srcc'])}); "
                f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
 
 

@@ -282,7 +282,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                stop_patience: int | None = 5, baseline: bool = True,
                baseline_max_rows: int = 20000, memory_limit: float = 4 * 1024**3,
                workers: int | None = None, plots: bool = True, name: str | None = None,
-               ) -> TrainResult:
+               normalize_inputs: bool = True) -> TrainResult:
     """Train an MLSP head on a feature store and save everything to ``out_dir``.
 
     ``labels``: a :class:`mlsp.labels.Labels` or a label file.  Labels are matched to
@@ -294,7 +294,9 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     ``"distribution"`` predicts the rating distribution with an EMD loss and scores
     by its expectation.  ``augment``: ``random`` (one stored augmentation per image
     and epoch, sec. 3.1) or ``all``.  Schedule arguments: see
-    :class:`mlsp.training.schedule.MLSPSchedule`.
+    :class:`mlsp.training.schedule.MLSPSchedule`.  ``normalize_inputs`` puts a fixed
+    per-channel standardisation (training-set mean / variance) in front of the head
+    (not in the paper; it matters on small sets, see benchmarks/compare_training_defaults.py).
     """
     from ..heads import build_head, emd_loss, fit_baseline
 
@@ -343,6 +345,8 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
 
     model = build_head(head, channels, level_channels=level_channels, wide_size=wide_size,
                        output=output, n_bins=n_bins or 10, width=width, dropout=dropout, seed=seed)
+    if normalize_inputs:
+        model = _with_input_normalization(model, *_feature_moments(feats, rows[train_m]))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
     if workers is None:
         workers = 1 if feats.in_memory else 2
@@ -377,7 +381,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                   "augment": augment, "seed": int(seed), "width": width,
                   "dropout": list(dropout), "step_epochs": step_epochs, "patience": patience,
                   "min_lr": min_lr, "stop_patience": stop_patience,
-                  "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
+                  "normalize_inputs": bool(normalize_inputs), "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
                   "n_test": int(test_m.sum()), "labels_source": lab.source},
         "mlsp_version": __version__, "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
@@ -428,6 +432,25 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     if progress:
         print(result.summary())
     return result
+
+
+def _feature_moments(feats: StoreFeatures, rows, block: int = 256):
+    """Per-channel mean and variance of the stored features of ``rows`` (all augmentations)."""
+    total, sq, count = 0.0, 0.0, 0
+    for a in range(0, len(rows), block):
+        x = feats.get(rows[a:a + block]).astype(np.float64)
+        x = x.reshape(-1, x.shape[-1])
+        total, sq, count = total + x.sum(0), sq + (x * x).sum(0), count + x.shape[0]
+    mean = total / count
+    return mean, np.maximum(sq / count - mean * mean, 0.0)
+
+
+def _with_input_normalization(head: keras.Model, mean, variance) -> keras.Model:
+    """``head`` behind a fixed (non-trainable) per-channel standardisation layer."""
+    inp = keras.Input(head.input_shape[1:], dtype="float32", name="features")
+    norm = keras.layers.Normalization(axis=-1, mean=mean.astype("float32"),
+                                      variance=variance.astype("float32"), name="standardize")
+    return keras.Model(inp, head(norm(inp)), name=head.name)
 
 
 def _ridge(feats, store_path, levels, rows, lab, masks, thr, max_rows, seed, memory_limit,
