@@ -25,7 +25,8 @@ VARIANTS = [  # name, train_head keyword overrides
     ("lr 1e-3", {"lr": 1e-3}),
     ("augment all", {"augment": "all"}),
     ("width 512", {"width": 512}),
-    ("lr 1e-3 + width 512", {"lr": 1e-3, "width": 512}),
+    ("batch 32", {"batch_size": 32}),
+    ("normalize inputs", {"normalize_inputs": True}),
 ]
 
 
@@ -51,10 +52,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mlsp-bench-defaults"))
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--test-fraction", type=float, default=0.2)
-    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--val-fraction", type=float, default=0.2)
     args = ap.parse_args(argv)
 
     import numpy as np

@@ -78,9 +78,11 @@ def main():
 @click.option("--alpha", default=1.0, show_default=True, help="Width multiplier (MobileNet backbones).")
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet' (Keras download/cache), 'bundled' (shipped MobileNetV2-0.35), a weights file, or 'none' (random, seeded).")
-@click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
-              help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); whole: the full image only.")
+@click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(["crops", "crops+grid", "whole"]),
+              help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); crops+grid: those 8, then their Corner Grid versions (M+MNet; 16); whole: the full image only.")
 @click.option("--wide-size", default=5, show_default=True, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
+@click.option("--pooling", default="area", show_default=True,
+              help="Comma-separated pooling kinds: area (narrow + wide, always), fore, back (M+MNet ForePool/BackPool to wide size), spp (pyramid 1x1+3x3+4x4).")
 @click.option("--max-side", type=int, default=None, help="Optional cap on the longer side (default: full resolution).")
 @click.option("--workers", default=2, show_default=True, help="Decoding threads.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --weights none.")
@@ -90,7 +92,7 @@ def main():
 @click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
-            max_side, workers, seed, retry_failed, overwrite, limit, flush_every, quiet):
+            pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -98,12 +100,20 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     """
     from .extract.backbones import WeightsUnavailableError
     from .extract.extractor import ExtractOptions, extract as run_extract
+    from .extract.model import normalize_pooling
     from .stores.features import StoreError
 
+    try:
+        kinds = normalize_pooling(pooling)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--pooling") from None
+    if {"fore", "back"} & set(kinds) and not wide_size:
+        raise click.BadParameter("fore/back pool to the wide size; it cannot be 0",
+                                 param_hint="--pooling")
     items = collect_items(inputs, list_file, ava, images)
     opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                           augmentation=augmentation, wide_size=wide_size, max_side=max_side,
-                          workers=workers, flush_every=flush_every)
+                          workers=workers, flush_every=flush_every, pooling=kinds)
     try:
         summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
                               progress=not quiet, limit=limit)

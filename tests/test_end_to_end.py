@@ -31,8 +31,8 @@ def run(tmp_path_factory):
     mlsp = MLSPModel("mobilenet_v2", 0.35, str(WEIGHTS), wide_size=0)
     summary = extract(from_list(labels_csv), tmp / "f.h5", opts, model=mlsp, progress=False)
     assert summary.done == 120
-    res = train_head(tmp / "f.h5", load_labels(labels_csv), head="single_3fc", epochs=30,
-                     lr=1e-3, width=512, seed=0, test_fraction=0.25, val_fraction=0.15,
+    res = train_head(tmp / "f.h5", load_labels(labels_csv), head="single_3fc", epochs=40,
+                     batch_size=16, seed=0, test_fraction=0.25, val_fraction=0.15,
                      out_dir=tmp / "model", progress=False)
     return tmp, labels_csv, mlsp, res
 

@@ -291,3 +291,28 @@ def test_cli_train_and_evaluate(trained, tmp_path):
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert ev["metrics"]["n"] == 59 and "SRCC" in r.output
+
+
+def test_cli_train_predict_and_ablate_levels(trained, tmp_path):
+    from click.testing import CliRunner
+
+    from mlsp.training.commands import ablate, predict, train
+
+    path, ids, labels, _ = trained
+    lab = tmp_path / "labels.csv"
+    lab.write_text("id,mos\n" + "".join(f"{i},{m}\n" for i, m in zip(labels.ids, labels.mos)))
+    common = ["--labels", str(lab), "--epochs", "2", "--val-fraction", "0.2"]
+    r = CliRunner().invoke(train, [str(path), *common, "--lr", "1e-3", "--levels", "-1:",
+                                   "--out", str(tmp_path / "m"), "--quiet", "--width", "16"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["levels"] == ["block_b"]
+    r = CliRunner().invoke(predict, [str(tmp_path / "m"), "img001", "img059", "--features",
+                                     str(path), "--format", "json", "-o", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert rows[0]["score"] is not None and rows[1]["score"] is None and "broken" in rows[1]["error"]
+    r = CliRunner().invoke(ablate, ["levels", str(path), *common, "--out", str(tmp_path / "ab")])
+    assert r.exit_code == 0, r.output
+    table = list(csv.DictReader(open(tmp_path / "ab" / "ablation_levels.csv")))
+    assert [int(t["k"]) for t in table] == [1, 2] and [int(t["channels"]) for t in table] == [2, 5]
+    assert (tmp_path / "ab" / "ablation_levels.png").is_file()

@@ -24,7 +24,7 @@ from .. import __version__
 from ..images.decode import ImageDecodeError, decode_image
 from ..stores.features import FeatureStore, StoreError, config_mismatch
 from .augment import augment, augmentation_names, fit_scale, rescale
-from .model import MLSPModel
+from .model import SPP_CELLS, SPP_LEVELS, MLSPModel, normalize_pooling
 
 
 @dataclass
@@ -35,9 +35,12 @@ class ExtractOptions:
     alpha: float = 1.0
     weights: str = "imagenet"
     seed: int = 0  # for weights="none"
-    augmentation: str = "crops"  # "crops" (8) or "whole" (1)
+    augmentation: str = "crops"  # "crops" (8), "crops+grid" (16: + Corner Grid) or "whole" (1)
     crop_fraction: float = 0.875
     wide_size: int = 5  # 0: narrow features only
+    # "area" (narrow + wide, always) plus any of "fore", "back" (M+MNet Eq. 1-2, P x P)
+    # and "spp" (MTP-NasNet pyramid, 26 cells), stored beside narrow and wide
+    pooling: tuple = ("area",)
     max_side: int | None = None  # optional cap; default full resolution
     max_pixels: int = 200_000_000  # larger images are refused (decompression bombs)
     # speed only, not part of the store's identity:
@@ -80,7 +83,8 @@ def store_config(model: MLSPModel, opts: ExtractOptions) -> dict:
         "crop_fraction": float(opts.crop_fraction),
         "pool_narrow": 1,
         "pool_wide": int(opts.wide_size),
-        "pooling": "area (OpenCV INTER_AREA equivalent)",
+        "pooling": _pooling_description(model.pooling),
+        "pooling_kinds": list(model.pooling),
         "max_side": int(opts.max_side or 0),
         "min_side": int(model.min_side),
         "mlsp_version": __version__,
@@ -89,6 +93,15 @@ def store_config(model: MLSPModel, opts: ExtractOptions) -> dict:
         "backend_version": _backend_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _pooling_description(kinds) -> str:
+    text = "area (OpenCV INTER_AREA equivalent)"
+    if "fore" in kinds or "back" in kinds:
+        text += "; wide_fore/wide_back: M+MNet ForePool/BackPool (Eq. 1-2, adaptive windows)"
+    if "spp" in kinds:
+        text += f"; spp: area pyramid {'+'.join(f'{v}x{v}' for v in SPP_LEVELS)}"
+    return text
 
 
 def _backend_version() -> str:
@@ -202,8 +215,10 @@ def open_or_create_store(out, items, model: MLSPModel, opts: ExtractOptions,
         return store
     if out.exists():
         out.unlink()
+    extra = {k: v for k, v in model.feature_shapes.items() if k not in ("narrow", "wide")}
     return FeatureStore.create(out, ids, paths, config, model.levels,
-                               len(augmentation_names(opts.augmentation)), opts.wide_size)
+                               len(augmentation_names(opts.augmentation)), opts.wide_size,
+                               extra=extra)
 
 
 def run_model(model: MLSPModel, batch: np.ndarray, max_batch_pixels: int) -> dict:
@@ -226,8 +241,16 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     from tqdm.auto import tqdm
 
     opts = opts or ExtractOptions()
+    pooling = normalize_pooling(opts.pooling)
     if model is None:
-        model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed)
+        model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
+                          pooling=pooling)
+    elif model.pooling != pooling:
+        raise ValueError(f"the model pools {','.join(model.pooling)}, the options ask for "
+                         f"{','.join(pooling)}")
+    elif {"fore", "back"} & set(pooling) and model.wide_size != opts.wide_size:
+        raise ValueError(f"the model pools to {model.wide_size}x{model.wide_size}, the options "
+                         f"ask for wide size {opts.wide_size}")
     store = open_or_create_store(out, items, model, opts, retry_failed, overwrite)
     pending = np.flatnonzero(store.status == 0)
     if limit is not None:
@@ -262,8 +285,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
                         reason = f"backbone failed on {batch.shape[2]}x{batch.shape[1]} crops: {first}"
                 if reason is None:
                     row = {"index": index, "height": h, "width": w, "scale": s,
-                           "narrow": feats["narrow"].astype(np.float16),
-                           "wide": feats["wide"].astype(np.float16) if "wide" in feats else None}
+                           **{k: v.astype(np.float16) for k, v in feats.items()}}
                     writer.put(("row", row))
                     done_now += 1
                 else:
@@ -289,9 +311,13 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     )
 
 
-def megabytes_per_image(channels: int, n_aug: int, wide_size: int) -> float:
+def megabytes_per_image(channels: int, n_aug: int, wide_size: int,
+                        pooling=("area",)) -> float:
     """Raw float16 payload of one image in the store, in MB."""
-    return n_aug * channels * 2 * (1 + wide_size * wide_size) / 1e6
+    kinds = normalize_pooling(pooling)
+    cells = 1 + wide_size * wide_size * (1 + ("fore" in kinds) + ("back" in kinds))
+    cells += SPP_CELLS if "spp" in kinds else 0
+    return n_aug * channels * 2 * cells / 1e6
 
 
 __all__ = ["ExtractOptions", "ExtractSummary", "extract", "prepare", "run_model",

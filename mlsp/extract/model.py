@@ -5,6 +5,11 @@ by area averaging to 1x1 (narrow, b = 16,928 channels for InceptionResNetV2)
 and to 5x5 (wide), then concatenated along the channel axis.  Both are
 computed in one forward pass.  Preprocessing (x / 127.5 - 1) runs inside the
 model, so raw RGB pixels go in and pooled features come out.
+
+Optional extra poolings of the same taps, in the same pass (``pooling``):
+"fore" / "back" = M+MNet ForePool / BackPool (He et al., sec. 3.1.1, Eq. 1-2) to
+wide_size x wide_size ("wide_fore", "wide_back"); "spp" = MTP-NasNet spatial
+pyramid pooling 1x1 + 3x3 + 4x4 (Sun and Zhou, sec. 3.2) to (26, C) ("spp").
 """
 from __future__ import annotations
 
@@ -14,7 +19,30 @@ import keras
 import numpy as np
 
 from .backbones import PREPROCESSING, ResolvedWeights, build_backbone, get_backbone, resolve_weights
-from .pooling import AreaPooling2D
+from .pooling import AreaPooling2D, BackPool2D, ForeBackPool2D, ForePool2D, SpatialPyramidPooling
+
+#: Pooling kinds, in canonical order.  "area" (narrow + wide) is always computed.
+POOLING_KINDS = ("area", "fore", "back", "spp")
+#: SPP grids (MTP-NasNet sec. 3.2) and the cells they give.
+SPP_LEVELS = (1, 3, 4)
+SPP_CELLS = sum(v * v for v in SPP_LEVELS)
+
+
+def normalize_pooling(pooling) -> tuple:
+    """Pooling kinds as a canonical tuple: "area" first and always, no repeats.
+
+    ``pooling``: an iterable of kinds or a comma-separated string ("area,fore,spp").
+    """
+    if pooling is None:
+        pooling = ("area",)
+    if isinstance(pooling, str):
+        pooling = [p for p in pooling.split(",")]
+    kinds = {str(p).strip().lower() for p in pooling} - {""}
+    unknown = sorted(kinds - set(POOLING_KINDS))
+    if unknown:
+        raise ValueError(f"unknown pooling kind(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(POOLING_KINDS)}")
+    return tuple(k for k in POOLING_KINDS if k in kinds or k == "area")
 
 
 @dataclass(frozen=True)
@@ -25,13 +53,19 @@ class Level:
 
 
 class MLSPModel:
-    """Raw RGB batches (B, H, W, 3) of any H, W in; narrow (B, C) and wide (B, P, P, C) out."""
+    """Raw RGB batches (B, H, W, 3) of any H, W in; narrow (B, C) and wide (B, P, P, C) out.
+
+    ``pooling`` adds "wide_fore" / "wide_back" (B, P, P, C) and "spp" (B, 26, C).
+    """
 
     def __init__(self, backbone="inception_resnet_v2", alpha=1.0, weights="imagenet",
-                 wide_size=5, seed=0):
+                 wide_size=5, seed=0, pooling=("area",)):
         self.backbone = get_backbone(backbone)
         self.alpha = float(alpha)
         self.wide_size = int(wide_size)
+        self.pooling = normalize_pooling(pooling)
+        if not self.wide_size and {"fore", "back"} & set(self.pooling):
+            raise ValueError("fore/back pooling needs a wide size > 0 (it pools to P x P)")
         self.weights: ResolvedWeights = (
             weights if isinstance(weights, ResolvedWeights)
             else resolve_weights(self.backbone, self.alpha, weights)
@@ -64,8 +98,35 @@ class MLSPModel:
         if self.wide_size:
             wide = [AreaPooling2D((self.wide_size,) * 2)(m) for m in maps]
             outputs["wide"] = keras.layers.Concatenate(axis=-1)(wide)
+        size = (self.wide_size,) * 2
+        if "fore" in self.pooling and "back" in self.pooling:  # one softmax for both
+            fore, back = zip(*[ForeBackPool2D(size)(m) for m in maps])
+            outputs["wide_fore"] = keras.layers.Concatenate(axis=-1)(list(fore))
+            outputs["wide_back"] = keras.layers.Concatenate(axis=-1)(list(back))
+        else:
+            for kind, layer in (("fore", ForePool2D), ("back", BackPool2D)):
+                if kind in self.pooling:
+                    pooled = [layer(size)(m) for m in maps]
+                    outputs[f"wide_{kind}"] = keras.layers.Concatenate(axis=-1)(pooled)
+        if "spp" in self.pooling:
+            spp = [SpatialPyramidPooling(SPP_LEVELS)(m) for m in maps]
+            outputs["spp"] = keras.layers.Concatenate(axis=-1)(spp)
         self.model = keras.Model(pixels, outputs, name="mlsp")
         self._predict = _compile_predict(self.model)
+
+    @property
+    def feature_shapes(self) -> dict:
+        """Per-row shape (one image, one augmentation) of every output, by name."""
+        p, c = self.wide_size, self.channels
+        shapes = {"narrow": (c,)}
+        if p:
+            shapes["wide"] = (p, p, c)
+        for kind in ("fore", "back"):
+            if kind in self.pooling:
+                shapes[f"wide_{kind}"] = (p, p, c)
+        if "spp" in self.pooling:
+            shapes["spp"] = (SPP_CELLS, c)
+        return shapes
 
     @property
     def min_side(self) -> int:

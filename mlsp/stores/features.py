@@ -19,6 +19,10 @@ Layout (``format = "mlsp-features"``, ``format_version = 1``)::
     levels/offset     (L,)  int32, first channel of each level in the concatenation
     features/narrow   (N, A, C)        float16, chunk (1, 1, C)
     features/wide     (N, A, P, P, C)  float16, chunk (1, 1, P, P, C)   (if P > 0)
+    features/wide_fore, features/wide_back  (N, A, P, P, C)  float16   (optional, M+MNet
+                      ForePool / BackPool, Eq. 1-2), features/spp (N, A, 26, C) float16
+                      (optional, MTP-NasNet pyramid 1+9+16 cells); chunk = one row.
+                      Root attribute ``pooling_kinds`` lists the kinds ("area" if absent).
 
 Crash safety: every dataset is allocated when the file is made (the file is
 built under a temporary name and renamed into place), so extraction only ever
@@ -48,8 +52,12 @@ PENDING, DONE, FAILED = 0, 1, -1
 IDENTITY_KEYS = (
     "backbone", "alpha", "weights_sha256", "weights_seed", "preprocessing",
     "augmentation_mode", "augmentations", "crop_fraction", "pool_narrow", "pool_wide",
-    "max_side", "min_side",
+    "max_side", "min_side", "pooling_kinds",
 )
+#: The value an identity key has in a store made before the key existed (or set to None).
+IDENTITY_DEFAULTS = {"pooling_kinds": ["area"]}
+#: Keys of a row (``write_rows``) that are not feature kinds.
+ROW_META = ("index", "height", "width", "scale")
 
 
 class StoreError(ValueError):
@@ -118,8 +126,13 @@ class FeatureStore:
     # -- making and opening -------------------------------------------------------------
     @classmethod
     def create(cls, path, ids, paths, config: dict, levels, n_augmentations: int,
-               wide_size: int) -> "FeatureStore":
-        """Make a new store for ``ids``/``paths``, atomically (temp file, then rename)."""
+               wide_size: int, extra: dict | None = None) -> "FeatureStore":
+        """Make a new store for ``ids``/``paths``, atomically (temp file, then rename).
+
+        ``extra``: more feature kinds, name -> per-row shape, e.g.
+        ``{"wide_fore": (5, 5, C), "spp": (26, C)}``: ``features/<name>`` of shape
+        (N, A, *shape), float16, one row per chunk, allocated now like the others.
+        """
         path = Path(path)
         if len(ids) != len(paths):
             raise ValueError("ids and paths differ in length")
@@ -155,6 +168,15 @@ class FeatureStore:
                 if wide_size:
                     feats.create_dataset(
                         "wide", (0, n_augmentations, wide_size, wide_size, channels), "float16")
+            for name, shape in (extra or {}).items():
+                if name in ("narrow", "wide") or name in ROW_META or "/" in name:
+                    raise ValueError(f"extra feature kind {name!r} not allowed")
+                shape = tuple(int(v) for v in shape)
+                if n:
+                    _dataset(feats, name, (n, n_augmentations) + shape, "float16",
+                             (1, 1) + shape)
+                else:
+                    feats.create_dataset(name, (0, n_augmentations) + shape, "float16")
         os.replace(tmp, path)
         return cls.open(path, "r+")
 
@@ -305,20 +327,26 @@ class FeatureStore:
     def write_rows(self, rows):
         """Write finished images, then flush, then mark them done (crash-safe order).
 
-        ``rows``: iterable of dicts with index, narrow (A, C), wide (A, P, P, C) or
-        None, height, width, scale.
+        ``rows``: iterable of dicts with index, height, width, scale and one array per
+        feature kind: narrow (A, C), wide (A, P, P, C), and any other ``features/``
+        dataset (e.g. wide_fore, spp).  A row must carry (not None) every kind the store
+        has (else StoreError, before anything is written); kinds the store lacks are
+        ignored, as "wide" always was for a store made with wide size 0.
         """
         rows = sorted(rows, key=lambda r: r["index"])
         if not rows:
             return
-        narrow = self.h5["features/narrow"]
-        wide = self.h5["features/wide"] if "features/wide" in self.h5 else None
+        feats = self.h5["features"]
+        kinds = list(feats.keys())
+        for r in rows:
+            missing = [k for k in kinds if r.get(k) is None]
+            if missing:
+                raise StoreError(f"{self.path}: row {r['index']} lacks features {missing}")
         img = self.h5["images"]
         for r in rows:
             i = r["index"]
-            narrow[i] = r["narrow"]
-            if wide is not None:
-                wide[i] = r["wide"]
+            for kind in kinds:
+                feats[kind][i] = r[kind]
             img["height"][i] = r["height"]
             img["width"][i] = r["width"]
             img["scale"][i] = r["scale"]
@@ -353,7 +381,8 @@ def config_mismatch(stored: dict, wanted: dict) -> list[str]:
     """The identity settings in which two configurations differ, as readable lines."""
     out = []
     for key in IDENTITY_KEYS:
-        a, b = stored.get(key, ""), wanted.get(key, "")
+        a, b = (d.get(key) for d in (stored, wanted))
+        a, b = (IDENTITY_DEFAULTS.get(key, "") if v is None else v for v in (a, b))
         if isinstance(a, float) or isinstance(b, float):
             try:
                 if float(a) == float(b):

@@ -113,7 +113,7 @@ def _format(rows, fmt):
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True))
-@click.argument("photos", nargs=-1, type=click.Path(exists=True))
+@click.argument("photos", nargs=-1, type=click.Path())
 @click.option("--features", "store", type=click.Path(exists=True, dir_okay=False),
               help="Score from this feature store instead of extracting (PHOTOS: ids to keep).")
 @click.option("--weights", default=None, type=click.Path(),
@@ -121,7 +121,10 @@ def _format(rows, fmt):
 @click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json"]))
 @click.option("-o", "--output", "output", default=None, type=click.Path(), help="File (default stdout).")
 def predict(model, photos, store, weights, fmt, output):
-    """Score PHOTOS (files or folders) with a trained MODEL."""
+    """Score PHOTOS (files or folders) with a trained MODEL.
+
+    With --features STORE, scores come from the stored features; PHOTOS (file names
+    or ids) then pick images of the store, all of them when omitted."""
     from .predict import predict_images, predict_store
 
     try:

@@ -282,7 +282,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                stop_patience: int | None = 5, baseline: bool = True,
                baseline_max_rows: int = 20000, memory_limit: float = 4 * 1024**3,
                workers: int | None = None, plots: bool = True, name: str | None = None,
-               normalize_inputs: bool = True) -> TrainResult:
+               normalize_inputs: bool = False) -> TrainResult:
     """Train an MLSP head on a feature store and save everything to ``out_dir``.
 
     ``labels``: a :class:`mlsp.labels.Labels` or a label file.  Labels are matched to
