@@ -90,9 +90,12 @@ def main():
 @click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
 @click.option("--limit", type=int, default=None, help="Stop after this many images (resume later).")
 @click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Process only the K-th (0-based) of N contiguous blocks of the input list; join the N stores with `mlsp merge`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
-            pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, quiet):
+            pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, shard,
+            quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -111,12 +114,22 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
         raise click.BadParameter("fore/back pool to the wide size; it cannot be 0",
                                  param_hint="--pooling")
     items = collect_items(inputs, list_file, ava, images)
+    extra = None
+    if shard:
+        from .stores.merge import parse_shard, shard_items
+
+        try:
+            items, extra = shard_items(items, *parse_shard(shard))
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--shard") from None
+        click.echo(f"shard {shard}: {len(items)} of {extra['list_images']} images, "
+                   f"rows {extra['shard_offset']}..{extra['shard_offset'] + len(items) - 1}")
     opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                           augmentation=augmentation, wide_size=wide_size, max_side=max_side,
                           workers=workers, flush_every=flush_every, pooling=kinds)
     try:
         summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
-                              progress=not quiet, limit=limit)
+                              progress=not quiet, limit=limit, extra_config=extra)
     except (WeightsUnavailableError, StoreError) as err:
         _fail(str(err))
     _print_summary(summary, out)
@@ -157,6 +170,25 @@ def info(store, as_json):
         click.echo(f"  failed       {f['id']}: {f['error']}")
     if len(data["failures"]) > 10:
         click.echo(f"  ... and {len(data['failures']) - 10} more failures (--json lists all)")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Merged store to write.")
+@click.option("--copy", is_flag=True, help="Copy the features into one standalone file (default: HDF5 virtual datasets pointing into the shards).")
+def merge(shards, out, copy):
+    """Join the stores of a sharded extraction (`extract --shard K/N`) into one store."""
+    from .stores.features import FeatureStore, StoreError
+    from .stores.merge import merge_stores
+
+    try:
+        path = merge_stores(shards, out, copy=copy)
+        with FeatureStore.open(path) as fs:
+            info = fs.info()
+    except StoreError as err:
+        _fail(str(err))
+    click.echo(f"{path}: {info['images']} images ({info['done']} done, {info['failed']} failed) "
+               f"from {len(shards)} shards, {'copied' if copy else 'virtual datasets over the shards'}")
 
 
 @main.command()

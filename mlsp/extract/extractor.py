@@ -188,10 +188,10 @@ class _Writer(threading.Thread):
 
 
 def open_or_create_store(out, items, model: MLSPModel, opts: ExtractOptions,
-                         retry_failed=False, overwrite=False) -> FeatureStore:
+                         retry_failed=False, overwrite=False, extra_config=None) -> FeatureStore:
     """A new store, or the existing one if it was made by the same job (resume)."""
     out = Path(out)
-    config = store_config(model, opts)
+    config = {**store_config(model, opts), **(extra_config or {})}
     ids = [it.id for it in items]
     paths = [str(it.path) for it in items]
     if out.exists() and not overwrite:
@@ -232,11 +232,13 @@ def run_model(model: MLSPModel, batch: np.ndarray, max_batch_pixels: int) -> dic
 
 
 def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | None = None,
-            retry_failed=False, overwrite=False, progress=True, limit=None) -> ExtractSummary:
+            retry_failed=False, overwrite=False, progress=True, limit=None,
+            extra_config=None) -> ExtractSummary:
     """Extract MLSP features of ``items`` (ImageItem list) into the store ``out``.
 
     Resumes an existing store made by the same configuration and image list;
-    ``limit`` stops after that many images (for tests and trial runs).
+    ``limit`` stops after that many images (for tests and trial runs);
+    ``extra_config`` adds root attributes (e.g. the shard of a sharded job).
     """
     from tqdm.auto import tqdm
 
@@ -251,7 +253,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     elif {"fore", "back"} & set(pooling) and model.wide_size != opts.wide_size:
         raise ValueError(f"the model pools to {model.wide_size}x{model.wide_size}, the options "
                          f"ask for wide size {opts.wide_size}")
-    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite)
+    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
     pending = np.flatnonzero(store.status == 0)
     if limit is not None:
         pending = pending[:limit]

@@ -176,21 +176,12 @@ def _pair(size):
     return size
 
 
-@keras.saving.register_keras_serializable(package="mlsp")
-class ForePool2D(keras.layers.Layer):
-    """ForePool (He et al., M+MNet, sec. 3.1.1, Eq. 1): softmax-weighted window sums.
-
-    Adaptive stride ``s = floor(h_in / h_out)`` and kernel ``k = h_in - (h_out - 1) s`` per
-    axis, padding 0, so any (B, H, W, C) map gives (B, h_out, w_out, C); when
-    ``h_in < h_out`` every window spans the whole axis.  Details: :func:`fore_pool`.
-    """
+class _AdaptivePool2D(keras.layers.Layer):
+    """Shared by the M+MNet poolings: an output ``size``, adaptive windows (sec. 3.1.1)."""
 
     def __init__(self, size=(5, 5), **kwargs):
         super().__init__(**kwargs)
         self.size = _pair(size)
-
-    def call(self, x):
-        return fore_pool(x, self.size)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.size[0], self.size[1], input_shape[3])
@@ -200,7 +191,20 @@ class ForePool2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mlsp")
-class BackPool2D(ForePool2D):
+class ForePool2D(_AdaptivePool2D):
+    """ForePool (He et al., M+MNet, sec. 3.1.1, Eq. 1): softmax-weighted window sums.
+
+    Adaptive stride ``s = floor(h_in / h_out)`` and kernel ``k = h_in - (h_out - 1) s`` per
+    axis, padding 0, so any (B, H, W, C) map gives (B, h_out, w_out, C); when
+    ``h_in < h_out`` every window spans the whole axis.  Details: :func:`fore_pool`.
+    """
+
+    def call(self, x):
+        return fore_pool(x, self.size)
+
+
+@keras.saving.register_keras_serializable(package="mlsp")
+class BackPool2D(_AdaptivePool2D):
     """BackPool (M+MNet Eq. 2): ``sum_i (1 - t_i) x_i`` over each adaptive window, ``t`` as Eq. 1.
 
     Literal, as the paper writes it: the weights sum to ``n - 1`` (``n = k_h k_w``), not 1,
@@ -227,7 +231,7 @@ class BackPool2D(ForePool2D):
 
 
 @keras.saving.register_keras_serializable(package="mlsp")
-class ForeBackPool2D(ForePool2D):
+class ForeBackPool2D(_AdaptivePool2D):
     """ForePool and BackPool (M+MNet Eq. 1-2) of the same map in one pass: ``[fore, back]``.
 
     Shares the softmax of :func:`fore_pool`; ``back = window_sum - fore``, unnormalised
