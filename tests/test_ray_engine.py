@@ -117,11 +117,6 @@ def test_ray_resumes_after_limit(local_ray, items, local_store, tmp_path):
     _same_store(out, local_store)
     third = extract_with_ray(items, out, _opts(), num_actors=1, progress=False)
     assert third.processed_now == 0 and third.done == 6  # nothing left: Ray not even used
-    # retry_failed: the corrupt file is tried again, and fails again
-    fourth = extract_with_ray(items, out, _opts(), num_actors=1, retry_failed=True,
-                              progress=False)
-    assert fourth.processed_now == 1 and fourth.failed_now == 1
-    _same_store(out, local_store)
 
 
 def test_ray_refuses_another_configuration(local_ray, items, local_store, tmp_path):

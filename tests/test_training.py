@@ -121,7 +121,7 @@ def test_store_features_levels_and_reads(store, in_memory):
     np.testing.assert_array_equal(allx[0], allx[2])
     np.testing.assert_array_equal(f.mean_over_augmentations([2]),
                                   [[known(2, 3.5, 3), known(2, 3.5, 4)]])
-    wide = StoreFeatures(path, levels=[0], kind="wide", progress=False)
+    wide = StoreFeatures(path, levels=[0], kind="wide", memory_limit=10, progress=False)
     assert not wide.in_memory and wide.item_shape == (2, 2, 3)
     assert wide.get([3], [5])[0, 1, 0, 2] == known(3, 5, 2)
     f.close()

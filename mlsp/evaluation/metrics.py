@@ -40,7 +40,8 @@ def evaluate_predictions(mos_true, mos_pred, threshold: float = 5.0, dist_true=N
     Keys: n, srcc (Spearman), plcc (Pearson), accuracy (MOS > ``threshold``
     is the positive class, for truth and prediction alike), srcc_acc_ratio
     (srcc / accuracy), mae, rmse, and emd (mean EMD, r=2) when both
-    distributions are given.  Undefined values (constant input) are NaN.
+    distributions are given, then also ped, cheb, cos, pkl (MTP-NasNet Eq. 5-8,
+    :mod:`mlsp.evaluation.distribution`).  Undefined values (constant input) are NaN.
     """
     t = np.asarray(mos_true, dtype=np.float64).reshape(-1)
     p = np.asarray(mos_pred, dtype=np.float64).reshape(-1)
@@ -69,4 +70,7 @@ def evaluate_predictions(mos_true, mos_pred, threshold: float = 5.0, dist_true=N
             raise ValueError(f"evaluate_predictions: distributions {dt.shape} / {dp.shape} "
                              f"for {t.size} images")
         out["emd"] = float(np.mean(emd_numpy(dt, dp, 2)))
+        from .distribution import distribution_metrics  # MTP-NasNet Eq. 5-9
+
+        out.update({k: v for k, v in distribution_metrics(dt, dp).items() if k != "emd"})
     return out

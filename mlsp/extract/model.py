@@ -146,8 +146,12 @@ def _compile_predict(model):
 
     On TensorFlow, a ``tf.function`` with an input signature of unknown batch,
     height and width is traced once; XLA stays off (``jit_compile=False``), as
-    XLA would compile again for every new image size.  Other backends run the
-    model eagerly (JAX's ``jit`` would also compile per shape).
+    XLA would compile again for every new image size.  On JAX, ``jax.jit`` of the
+    stateless model compiles once per input shape (JAX has no shape-polymorphic
+    convolutions); compiled shapes are kept in JAX's persistent compilation cache
+    (``$MLSP_JAX_CACHE`` or ``~/.cache/mlsp/jax``) so a resumed or repeated job does
+    not pay again.  With many distinct photo sizes, TensorFlow is the fast backend
+    for extraction (see README, Speed).  Other backends (torch) run eagerly.
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # TensorFlow-only speed-up behind the portable interface
@@ -167,8 +171,39 @@ def _compile_predict(model):
 
         return run
 
+    if keras.backend.backend() == "jax":
+        return _jax_predict(model)
+
     def run(batch):
         out = model(batch.astype("float32"), training=False)
         return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+
+    return run
+
+
+def _jax_predict(model):
+    import os
+
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        cache = os.environ.get("MLSP_JAX_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "mlsp", "jax")
+        try:
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        except Exception:  # an older JAX without the persistent cache: compile per run
+            pass
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def forward(trainable, frozen, x):
+        out, _ = model.stateless_call(trainable, frozen, x.astype("float32"), training=False)
+        return out
+
+    def run(batch):
+        out = forward(trainable, frozen, batch)
+        return {k: np.asarray(v) for k, v in out.items()}
 
     return run

@@ -51,6 +51,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,6 +68,7 @@ __all__ = ["extract_with_ray", "RayUnavailableError"]
 TARGET_MAX_BLOCK_BYTES = 32 * 1024 ** 2
 #: Batches submitted to one actor ahead of the one it is working on (pipelining).
 TASKS_IN_FLIGHT_PER_ACTOR = 2
+
 
 class RayUnavailableError(RuntimeError):
     """Ray is not installed (``pip install 'mlsp[ray]'``)."""
@@ -193,13 +195,12 @@ def _connect(ray, address):
     if ray.is_initialized():
         return False
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    if not (address or os.environ.get("RAY_ADDRESS")):
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
         return True
-    if str(address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://"):
-        ray.init(address=address, **quiet)  # Ray Client: the driver's code runs on the head
-    else:
-        ray.init(address=address or "auto", include_dashboard=False, **quiet)
+    # "auto", "HOST:PORT" (a cluster made with `ray start`) or "ray://HOST:10001" (Ray
+    # Client); None here means $RAY_ADDRESS, which ray.init reads itself
+    ray.init(address=address or None, **quiet)
     return False
 
 
@@ -240,7 +241,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
                      retry_failed=False, overwrite=False, limit=None) -> ExtractSummary:
     """Extract MLSP features of ``items`` into the store ``out`` on a Ray actor pool.
 
-    The store is the local engine's, byte for byte in layout and attributes, and
+    The store is the local engine's (same layout, attributes and row contents) and
     is resumed the same way (see :func:`mlsp.extract.extractor.extract`).
 
     ``address``: None starts a local Ray instance (all cores, no dashboard) unless
@@ -251,7 +252,6 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
     ``batch_images``: images per Ray task and per result block.
     """
     import keras
-    from tqdm.auto import tqdm
 
     ray = _import_ray()
     opts = opts or ExtractOptions()
@@ -282,10 +282,13 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
         if len(pending):
             started_ray = _connect(ray, address)
             actors = int(num_actors or _default_actors(ray, num_gpus_per_actor))
-            ds = _dataset(ray, pending, paths, opts, weights, expected, actors,
-                          num_gpus_per_actor, batch_images, bytes_per_image, progress)
-            done_now = _consume(ds, store, items, paths, shapes, opts, failures_now, progress,
-                                len(pending), Path(out).name)
+            with warnings.catch_warnings():  # Ray Data's own deprecation notices
+                warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                        module=r"ray\.data\.context")
+                ds = _dataset(ray, pending, paths, opts, weights, expected, actors,
+                              num_gpus_per_actor, batch_images, bytes_per_image)
+                done_now = _consume(ds, store, items, paths, shapes, opts, failures_now,
+                                    progress, len(pending), Path(out).name)
     finally:
         status = store.status
         store.close()
@@ -300,7 +303,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
 
 
 def _dataset(ray, pending, paths, opts, weights, expected, actors, num_gpus_per_actor,
-             batch_images, bytes_per_image, progress):
+             batch_images, bytes_per_image):
     import keras
 
     ctx = ray.data.DataContext.get_current()
@@ -322,13 +325,14 @@ def _dataset(ray, pending, paths, opts, weights, expected, actors, num_gpus_per_
         object_store_memory=_object_store_budget(actors, batch_images, bytes_per_image))
     ctx.execution_options = options
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled"
     try:
         rows = [{"index": int(i), "path": paths[i]} for i in pending]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_images)))
         env = {"KERAS_BACKEND": keras.backend.backend(),
                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        if os.environ.get("KERAS_HOME"):
-            env["KERAS_HOME"] = os.environ["KERAS_HOME"]
+        if not num_gpus_per_actor:  # Ray leaves GPUs visible to actors that asked for none
+            env["CUDA_VISIBLE_DEVICES"] = ""
         return ds.map_batches(
             MLSPActor,
             fn_constructor_kwargs={"opts": opts, "weights": weights, "expected": expected},

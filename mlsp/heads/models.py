@@ -11,6 +11,11 @@ import keras
 from keras import layers
 
 HEADS = ("single_1fc", "single_3fc", "multi_3fc", "pool_3fc")
+#: Heads from later papers, also built by :func:`build_head`: the M+MNet fusion head
+#: (:mod:`mlsp.heads.mnet`, wide input) and the MTP-NasNet multi-task head
+#: (:mod:`mlsp.heads.multitask`, narrow input; ``build_head`` gives its inference net).
+EXTRA_HEADS = ("mnet", "multitask")
+ALL_HEADS = HEADS + EXTRA_HEADS
 FC_SIZES = (1024, 256)          # layers 2 and 3 of the 3FC block (Fig. 3)
 POOL_KERNELS = 1024             # kernels per column of the Pool-3FC inception module
 
@@ -102,10 +107,23 @@ def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n
     Narrow heads take a (channels,) float32 input named "features"; pool_3fc
     a (wide_size, wide_size, channels) input named "features".
     """
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    if name not in ALL_HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(ALL_HEADS)}")
     if output not in ("mos", "distribution"):
         raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
+    if name == "mnet":  # M+MNet sec. 3.1; extra options via mlsp.heads.mnet.build_mnet
+        from .mnet import build_mnet
+
+        return build_mnet(channels, wide_size=wide_size, output=output, n_bins=n_bins,
+                          width=width, dropout=dropout, seed=seed)
+    if name == "multitask":  # MTP-NasNet sec. 3.1: the distribution output of the task net
+        from .multitask import build_multitask_net
+
+        if output != "distribution":
+            raise ValueError("the multitask head predicts distributions (output='distribution')")
+        net = build_multitask_net(channels, n_bins=n_bins, width=width, dropout=dropout,
+                                  seed=seed)
+        return keras.Model(net.input, net.outputs[0], name="multitask")
     channels = int(channels)
     seeds = _Seeds(seed)
     if name == "pool_3fc":

@@ -34,7 +34,8 @@ def _labels(path, test_list, val_fraction, seed):
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True),
               help="AVA.txt or a CSV with id and mos (optionally p1..pK, split).")
 @click.option("--head", default="single_3fc", show_default=True,
-              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc"]))
+              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc", "mnet",
+                                 "multitask", "cells_3fc"]))
 @click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
 @click.option("--output", default="mos", show_default=True,
               type=click.Choice(["mos", "distribution"]))
@@ -42,16 +43,40 @@ def _labels(path, test_list, val_fraction, seed):
               help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--augment", default="random", show_default=True,
-              type=click.Choice(["random", "all"]))
+@click.option("--augment", default="auto", show_default=True,
+              type=click.Choice(["auto", "random", "all"]),
+              help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
+                   "auto = all below 20,000 training images, else random.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
 @click.option("--val-fraction", default=0.05, show_default=True, type=float)
 @click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
+@click.option("--distribute", is_flag=True,
+              help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
+                   "TensorFlow: MirroredStrategy).")
+@click.option("--objective", default="mlsp", show_default=True,
+              type=click.Choice(["mlsp", "mp_avg", "mp_min", "mp_ada"]),
+              help="mlsp: one augmentation per sample; mp_*: all augmentations as patches "
+                   "(Sheng et al. 2018, Eq. 3-8).")
+@click.option("--loss", default=None, type=click.Choice(["mse", "emd", "re_emd"]),
+              help="mse (MOS), emd / re_emd (distributions, M+MNet Eq. 3-4). "
+                   "Default: from --output.")
+@click.option("--precision", default="float32", show_default=True,
+              type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16", "auto"]),
+              help="auto: float32, then mixed_float16 once gradients stop overflowing "
+                   "(M+MNet Eq. 5).")
+@click.option("--sample-weights", default="none", show_default=True,
+              type=click.Choice(["none", "variance"]),
+              help="variance: down-weight images with diverse ratings (MTP-NasNet sec. 3.3).")
+@click.option("--features", "feature_kind", default=None,
+              type=click.Choice(["narrow", "wide", "wide_fore", "wide_back", "spp",
+                                 "wide_foreback"]),
+              help="Stored feature kind (default: from the head).")
 @click.option("--quiet", is_flag=True)
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
-          test_list, val_fraction, width, quiet):
+          test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
+          feature_kind, quiet):
     """Train a head on the features in STORE (MLSP sec. 3.3)."""
     from .trainer import train_head
 
@@ -60,7 +85,9 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
         res = train_head(store, labels, head=head, levels=levels, output=output, epochs=epochs,
                          batch_size=batch_size, lr=lr, augment=augment, seed=seed,
                          out_dir=out_dir, progress=not quiet, val_fraction=val_fraction,
-                         width=width)
+                         width=width, distribute=distribute, objective=objective, loss=loss,
+                         precision=precision, features=feature_kind,
+                         sample_weights=None if sample_weights == "none" else sample_weights)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     if quiet:
@@ -178,6 +205,56 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
     best = max(rows, key=lambda r: -1 if r.get("val_srcc") is None else r["val_srcc"])
     click.echo(f"best on validation: last {best['k']} levels (val SRCC {_f(best['val_srcc'])}); "
                f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
+
+
+@ablate.command("pooling")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--test-list", type=click.Path(exists=True))
+@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_list, val_fraction,
+                       out_dir):
+    """One head on area / ForePool / BackPool / SPP features (M+MNet Eq. 1-2, MTP-NasNet)."""
+    from .ablations import ablate_pooling
+
+    try:
+        labels = _labels(labels_file, test_list, val_fraction, seed)
+        ablate_pooling(store, labels, out_dir=out_dir, epochs=epochs, lr=lr,
+                       batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    click.echo(f"wrote ablation_pooling.csv and ablation_pooling.png to {out_dir}")
+
+
+@ablate.command("objective")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
+@click.option("--head", default="single_3fc", show_default=True,
+              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc", "mnet"]))
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--test-list", type=click.Path(exists=True))
+@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed, test_list,
+                         val_fraction, out_dir):
+    """MLSP vs MP_avg / MP_min / MP_ada, and MSE / EMD / Re-EMD (Sheng et al.; M+MNet)."""
+    from .ablations import ablate_objective
+
+    try:
+        labels = _labels(labels_file, test_list, val_fraction, seed)
+        ablate_objective(store, labels, out_dir=out_dir, head=head, epochs=epochs, lr=lr,
+                         batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(err)
+    click.echo(f"wrote ablation_objective.csv and ablation_objective.png to {out_dir}")
 
 
 commands = [train, evaluate, predict, ablate]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
+import weakref
 from pathlib import Path
 
 import h5py
@@ -21,7 +23,7 @@ import numpy as np
 
 from ..stores.features import FeatureStore, StoreError
 
-__all__ = ["StoreFeatures", "FeatureSequence", "predict_averaged", "AUGMENT_MODES"]
+__all__ = ["StoreFeatures", "FeatureSequence", "FeedStats", "FeedTimer", "predict_averaged", "AUGMENT_MODES"]
 
 AUGMENT_MODES = ("random", "all", "first")
 DEFAULT_MEMORY_LIMIT = 4 * 1024**3
@@ -37,12 +39,14 @@ def _as_slice(index: np.ndarray):
 class StoreFeatures:
     """The features of one store, for the chosen levels, as float32 rows.
 
-    ``kind``: ``"narrow"`` (N, A, C) or ``"wide"`` (N, A, P, P, C).  Narrow
-    features whose selected channels fit in ``memory_limit`` bytes (float16)
-    are read once, in blocks, into RAM (channel subset applied while reading);
-    otherwise rows are read from the file on demand (sorted-index reads; the
-    file is opened once per process, lazily, so PyDataset workers can share
-    the object).
+    ``kind``: ``"narrow"`` (N, A, C) or ``"wide"`` (N, A, P, P, C).  Features
+    whose selected channels fit in ``memory_limit`` bytes (float16) are read
+    once, in blocks, into RAM (channel subset applied while reading);
+    otherwise rows are read from the file on demand, a batch at a time
+    (sorted-index reads; the file is opened once per process, lazily, so
+    PyDataset workers can share the object): memory stays bounded by the
+    batches in flight, whatever the size of the store (AVA's wide features
+    are 1.7 TB).
     """
 
     def __init__(self, store_path, levels=None, kind: str = "narrow",
@@ -69,7 +73,7 @@ class StoreFeatures:
         self._pid = None
         nbytes = self.n_images * self.n_aug * int(np.prod(self.item_shape)) * 2
         if in_memory is None:
-            in_memory = kind == "narrow" and (memory_limit is None or nbytes < memory_limit)
+            in_memory = memory_limit is None or nbytes < memory_limit
         self.in_memory = bool(in_memory)
         self.data = self._load_all(progress, block_rows) if self.in_memory else None
 
@@ -164,6 +168,40 @@ class StoreFeatures:
         return out
 
 
+class FeedStats:
+    """Thread-safe accounting of a feeder: time spent preparing batches and the
+    number of batches alive at once (a batch counts from its creation in
+    ``__getitem__`` until the consumer drops it, i.e. until Keras has copied
+    it to the device; the prefetch queue holds at most ``max_queue_size``)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self._lock:
+            self.seconds, self.batches, self.samples = 0.0, 0, 0
+            self.live, self.peak_live = 0, 0
+
+    def _done(self):
+        with self._lock:
+            self.live -= 1
+
+    def record(self, seconds, x):
+        with self._lock:
+            self.seconds += seconds
+            self.batches += 1
+            self.samples += len(x)
+            self.live += 1
+            self.peak_live = max(self.peak_live, self.live)
+        weakref.finalize(x, self._done)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"seconds": self.seconds, "batches": self.batches, "samples": self.samples,
+                    "live": self.live, "peak_live": self.peak_live}
+
+
 class FeatureSequence(keras.utils.PyDataset):
     """Batches ``(features float32, targets)`` of the given store rows.
 
@@ -173,11 +211,16 @@ class FeatureSequence(keras.utils.PyDataset):
     (the un-augmented one for ``whole`` stores).  ``shuffle`` reorders the
     samples every epoch (seed + epoch).  ``workers``/``use_multiprocessing``
     are PyDataset's: batches are prepared ahead while the model trains.
+    ``multiple_of``: every batch size is a multiple of it (the last, short
+    batch is cut down; data-parallel training needs batches that split evenly
+    across devices).  ``stats`` (:class:`FeedStats`) accounts for the time spent
+    preparing batches and the batches alive at once.
     """
 
     def __init__(self, features: StoreFeatures, rows, targets=None, batch_size: int = 128,
                  augment: str = "random", shuffle: bool = True, seed: int = 0,
-                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10,
+                 multiple_of: int = 1):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if augment not in AUGMENT_MODES:
@@ -190,6 +233,10 @@ class FeatureSequence(keras.utils.PyDataset):
         self.batch_size, self.augment, self.shuffle = int(batch_size), augment, shuffle
         self.seed, self.epoch = int(seed), 0
         self._plan_epoch, self._plan = None, None
+        self.multiple_of = max(1, int(multiple_of))
+        if self.batch_size % self.multiple_of:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of {self.multiple_of}")
+        self.stats = FeedStats()
 
     # -- the epoch's sample list ----------------------------------------------------------
     @property
@@ -223,18 +270,58 @@ class FeatureSequence(keras.utils.PyDataset):
 
     # -- PyDataset ------------------------------------------------------------------------
     def __len__(self):
-        return math.ceil(self.n_samples / self.batch_size)
+        n = self.n_samples - self.n_samples % self.multiple_of
+        return math.ceil(n / self.batch_size)
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
+        t0 = time.perf_counter()
         items, augs = self.plan()
-        sl = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        it, au = items[sl], augs[sl]
+        start = index * self.batch_size
+        stop = min(start + self.batch_size, self.n_samples)
+        stop -= (stop - start) % self.multiple_of
+        it, au = items[start:stop], augs[start:stop]
         x = self.features.get(self.rows[it], au)
+        self.stats.record(time.perf_counter() - t0, x)
         if self.targets is None:
             return (x,)
         return x, self.targets[it]
+
+
+class FeedTimer(keras.callbacks.Callback):
+    """Adds the feeder's figures to every epoch's logs (hence the training history):
+    ``train_s`` (wall time of the training part of the epoch), ``feed_s`` (time
+    spent preparing its batches, summed over feeder threads), ``feed_share``
+    (``feed_s / train_s``: with prefetching, the share of step time the model
+    would wait for data if the feeder did not run ahead; it only waits when
+    this exceeds the number of feeder threads' overlap, i.e. ~1 for one
+    worker) and ``peak_batches`` (most batches alive at once)."""
+
+    def __init__(self, sequence: "FeatureSequence"):
+        super().__init__()
+        self.sequence = sequence
+        self._t0 = self._t1 = None
+        self._s0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0, self._t1 = time.perf_counter(), None
+        self._s0 = self.sequence.stats.snapshot()
+
+    def on_test_begin(self, logs=None):
+        if self._t0 is not None and self._t1 is None:
+            self._t1 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self._t0 is None:
+            return
+        train_s = (self._t1 or time.perf_counter()) - self._t0
+        s = self.sequence.stats.snapshot()
+        feed_s = s["seconds"] - self._s0["seconds"]
+        logs["train_s"] = train_s
+        logs["feed_s"] = feed_s
+        logs["feed_share"] = feed_s / train_s if train_s > 0 else 0.0
+        logs["peak_batches"] = float(s["peak_live"])
 
 
 def predict_averaged(model, features: StoreFeatures, rows, batch_size: int = 128) -> np.ndarray:

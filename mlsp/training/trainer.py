@@ -22,13 +22,29 @@ import numpy as np
 
 from .. import __version__
 from ..stores.features import IDENTITY_KEYS, FeatureStore, StoreError, config_mismatch
-from .data import FeatureSequence, StoreFeatures, predict_averaged
+from .data import FeatureSequence, FeedTimer, StoreFeatures, predict_averaged
+from .distribute import data_parallel, model_devices
 from .schedule import MLSPSchedule
 
 __all__ = ["TrainResult", "train_head", "load_trained", "check_compatible", "score_rows",
            "evaluate_trained", "ablate_levels", "accuracy_threshold", "SIDECAR", "MODEL_FILE"]
 
 MODEL_FILE, SIDECAR = "model.keras", "model.json"
+
+#: ``augment="auto"`` feeds all stored augmentations per epoch ("all") below this many
+#: training images, one random augmentation ("random", MLSP sec. 3.1) from it on.  The
+#: paper's AVA regime (~235k training images, batch 128, one augmentation) has ~1,800
+#: steps an epoch; "all" on 20,000 images gives 1,250, so below the threshold "all" keeps
+#: epochs no longer than the paper's while small sets get enough steps to train at all
+#: (benchmarks/RESULTS-training-defaults.md).
+AUTO_ALL_BELOW = 20_000
+
+
+def resolve_augment(augment: str, n_train: int) -> str:
+    """The augmentation mode actually used for ``n_train`` training images."""
+    if augment == "auto":
+        return "all" if int(n_train) < AUTO_ALL_BELOW else "random"
+    return augment
 SIDECAR_FORMAT = "mlsp-head"
 
 
@@ -77,6 +93,17 @@ def bin_scores(score_range, n_bins) -> np.ndarray:
     return np.linspace(lo, hi, int(n_bins))
 
 
+def _label_bin_scores(lab, n_bins) -> np.ndarray:
+    """Bin scores of the labels' distributions: 1..K when the labels give no rating scale
+    (p1..pK columns, the range only observed) or when the MOS is the expectation over
+    1..K; else K scores spread evenly over the stated scale."""
+    k = np.arange(1, int(n_bins) + 1, dtype=np.float64)
+    if getattr(lab, "range_observed", False) or np.allclose(
+            lab.distribution @ k, lab.mos, atol=0.05):
+        return k
+    return bin_scores(lab.score_range, n_bins)
+
+
 def standardize(mos, mean, std):
     return (np.asarray(mos, np.float64) - mean) / std
 
@@ -107,10 +134,11 @@ def load_trained(path):
     sidecar = json.loads(side_file.read_text())
     if sidecar.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{side_file}: not an mlsp model sidecar")
-    # multi_3fc slices its input with Lambda layers, which Keras only loads unsafely;
-    # the file is one this package wrote next to its sidecar.
-    model = keras.saving.load_model(model_file, compile=False,
-                                    safe_mode=sidecar.get("head") != "multi_3fc")
+    # every head is built from serialisable layers / ops (multi_3fc slices with GetItem,
+    # no Lambda), so models always load in safe mode: no code from the file is run.
+    from .. import heads as _heads  # noqa: F401  (registers the mnet / pooling layers)
+
+    model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     return model, sidecar
 
 
@@ -274,7 +302,7 @@ def _resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed):
 
 
 def train_head(store_path, labels, head: str = "single_3fc", levels=None, output: str = "mos",
-               epochs: int = 100, batch_size: int = 128, lr: float = 1e-4, augment: str = "random",
+               epochs: int = 100, batch_size: int = 128, lr: float = 1e-4, augment: str = "auto",
                seed: int = 0, out_dir="mlsp-model", progress: bool = True,
                val_fraction: float = 0.05, test_ids=None, test_fraction: float = 0.0,
                width: int | None = None, dropout=(0.25, 0.25, 0.5),
@@ -282,8 +310,17 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                stop_patience: int | None = 5, baseline: bool = True,
                baseline_max_rows: int = 20000, memory_limit: float = 4 * 1024**3,
                workers: int | None = None, plots: bool = True, name: str | None = None,
-               normalize_inputs: bool = False) -> TrainResult:
+               normalize_inputs: bool = False, distribute: bool = False,
+               objective: str = "mlsp", loss: str | None = None, precision: str = "float32",
+               sample_weights: str | None = None, features: str | None = None,
+               binary_margin: float = 0.0) -> TrainResult:
     """Train an MLSP head on a feature store and save everything to ``out_dir``.
+
+    Extensions (handed to :func:`mlsp.training.extended.train_extended`): ``head``
+    ``mnet`` / ``multitask``, ``objective`` (``mlsp``, ``mp_avg``, ``mp_min``, ``mp_ada``),
+    ``loss`` (``mse``, ``emd``, ``re_emd``), ``precision`` (``float32``, ``mixed_float16``,
+    ``mixed_bfloat16``, ``auto``), ``sample_weights="variance"``, ``features`` (a stored
+    kind), ``binary_margin`` (multitask).
 
     ``labels``: a :class:`mlsp.labels.Labels` or a label file.  Labels are matched to
     store rows by id; unmatched / failed images are reported and left out.  If the
@@ -293,12 +330,25 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     ``output="mos"`` regresses the z-scored MOS with MSE (sec. 3.3);
     ``"distribution"`` predicts the rating distribution with an EMD loss and scores
     by its expectation.  ``augment``: ``random`` (one stored augmentation per image
-    and epoch, sec. 3.1) or ``all``.  Schedule arguments: see
+    and epoch, sec. 3.1), ``all`` (every stored augmentation, every epoch) or ``auto``
+    (``all`` below :data:`AUTO_ALL_BELOW` training images, else ``random``).
+    ``distribute``: data-parallel over all local devices (:mod:`.distribute`); the
+    batch size is rounded up to a multiple of the device count.  Features larger than
+    ``memory_limit`` bytes are streamed from the store (bounded prefetch queue); the
+    history records the feeder's time (``feed_s``, ``feed_share``, ``peak_batches``).  Schedule arguments: see
     :class:`mlsp.training.schedule.MLSPSchedule`.  ``normalize_inputs`` puts a fixed
     per-channel standardisation (training-set mean / variance) in front of the head
     (not in the paper; it matters on small sets, see benchmarks/compare_training_defaults.py).
     """
     from ..heads import build_head, emd_loss, fit_baseline
+    from .extended import needs_extended, train_extended
+
+    if needs_extended(head, objective, loss, precision, sample_weights, features) \
+            or (loss == "emd" and output == "mos"):
+        return train_extended(**{k: v for k, v in locals().items()
+                                 if k not in ("build_head", "emd_loss", "fit_baseline",
+                                              "needs_extended", "train_extended")},
+                              augment_resolver=resolve_augment)
 
     start = time.monotonic()
     keras.utils.set_random_seed(int(seed))
@@ -337,30 +387,39 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
             raise ValueError("output='distribution' needs rating distributions in the labels "
                              "(e.g. AVA.txt, or p1..pK columns)")
         n_bins = lab.n_bins
-        scores = bin_scores((lo, hi), n_bins)
+        scores = _label_bin_scores(lab, n_bins)
         y = lab.distribution.astype(np.float32)
         loss = emd_loss(2)
     else:
         raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
 
-    model = build_head(head, channels, level_channels=level_channels, wide_size=wide_size,
-                       output=output, n_bins=n_bins or 10, width=width, dropout=dropout, seed=seed)
-    if normalize_inputs:
-        model = _with_input_normalization(model, *_feature_moments(feats, rows[train_m]))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
-    if workers is None:
-        workers = 1 if feats.in_memory else 2
-    tr_idx, va_idx = np.flatnonzero(train_m), np.flatnonzero(val_m)
-    train_seq = FeatureSequence(feats, rows[tr_idx], y[tr_idx], batch_size, augment, True, seed,
-                                workers=workers)
-    val_seq = (FeatureSequence(feats, rows[va_idx], y[va_idx], batch_size, "all", False, seed,
-                               workers=workers) if va_idx.size else None)
-    sched = MLSPSchedule(initial_lr=lr, step_epochs=step_epochs, patience=patience,
-                         min_lr=min(min_lr, lr), stop_patience=stop_patience,
-                         monitor="val_loss" if val_seq is not None else "loss",
-                         verbose=int(progress))
-    hist = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs), callbacks=[sched],
-                     verbose=2 if progress else 0)
+    augment = resolve_augment(augment, int(train_m.sum()))
+    with data_parallel(distribute) as dist:
+        reps = dist["replicas"]
+        batch_size = -(-int(batch_size) // reps) * reps
+        model = build_head(head, channels, level_channels=level_channels, wide_size=wide_size,
+                           output=output, n_bins=n_bins or 10, width=width, dropout=dropout,
+                           seed=seed)
+        if normalize_inputs:
+            model = _with_input_normalization(model, *_feature_moments(feats, rows[train_m]))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+        if workers is None:
+            workers = 1 if feats.in_memory else 2
+        tr_idx, va_idx = np.flatnonzero(train_m), np.flatnonzero(val_m)
+        train_seq = FeatureSequence(feats, rows[tr_idx], y[tr_idx], batch_size, augment, True,
+                                    seed, workers=workers, multiple_of=reps)
+        val_seq = (FeatureSequence(feats, rows[va_idx], y[va_idx], batch_size, "all", False,
+                                   seed, workers=workers, multiple_of=reps)
+                   if va_idx.size else None)
+        sched = MLSPSchedule(initial_lr=lr, step_epochs=step_epochs, patience=patience,
+                             min_lr=min(min_lr, lr), stop_patience=stop_patience,
+                             monitor="val_loss" if val_seq is not None else "loss",
+                             verbose=int(progress))
+        hist = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs),
+                         callbacks=[sched, FeedTimer(train_seq)], verbose=2 if progress else 0)
+        dist["model_devices"] = model_devices(model) if distribute else 1
+    if distribute:  # a plain single-device copy for scoring and saving
+        model = _undistributed(model)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history.pop("learning_rate", None)
 
@@ -381,7 +440,11 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                   "augment": augment, "seed": int(seed), "width": width,
                   "dropout": list(dropout), "step_epochs": step_epochs, "patience": patience,
                   "min_lr": min_lr, "stop_patience": stop_patience,
-                  "normalize_inputs": bool(normalize_inputs), "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
+                  "normalize_inputs": bool(normalize_inputs),
+                  "feed": "memory" if feats.in_memory else "store",
+                  "distribute": {k: (v if k != "devices" else [str(d) for d in v])
+                                 for k, v in dist.items()} if distribute else None,
+                  "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
                   "n_test": int(test_m.sum()), "labels_source": lab.source},
         "mlsp_version": __version__, "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
@@ -432,6 +495,13 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     if progress:
         print(result.summary())
     return result
+
+
+def _undistributed(model: keras.Model) -> keras.Model:
+    """A copy of a model trained under a distribution, with its variables on one device."""
+    plain = keras.models.clone_model(model)
+    plain.set_weights([keras.ops.convert_to_numpy(w) for w in model.get_weights()])
+    return plain
 
 
 def _feature_moments(feats: StoreFeatures, rows, block: int = 256):

@@ -1,0 +1,127 @@
+"""Ablations for the extensions: pooling kinds (M+MNet Table 4 / MTP-NasNet SPP) and
+training objectives / losses (Sheng et al. Table 2; M+MNet Table 6).
+
+``ablate_pooling`` trains the same head (:func:`mlsp.training.extended.build_cells_3fc`,
+a per-cell 1x1 layer + 3FC, which takes both P x P grids and SPP's 26 cells) on each
+feature kind of one store: ``wide`` (area, MLSP), ``wide_fore`` (ForePool, M+MNet Eq. 1),
+``wide_back`` (BackPool, Eq. 2), ``spp`` (MTP-NasNet 1x1 + 3x3 + 4x4), skipping kinds the
+store lacks (noted in the CSV).  ``ablate_objective`` trains one head with the MLSP
+default (one random augmentation per epoch, MSE) and MP_avg / MP_min / MP_ada
+(all augmentations as patches), and, when the labels have distributions, with
+MSE / EMD / Re-EMD under the MLSP objective.  Each writes a CSV and a PNG bar chart.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..stores.features import FeatureStore
+
+__all__ = ["ablate_pooling", "ablate_objective", "POOLING_KINDS"]
+
+POOLING_KINDS = (("area", "wide"), ("fore", "wide_fore"), ("back", "wide_back"), ("spp", "spp"))
+_METRICS = ("srcc", "plcc", "accuracy", "rmse", "emd")
+
+
+def _row(res, **extra):
+    row = dict(extra)
+    row["epochs_run"] = res.sidecar["train"]["epochs_run"]
+    row["seconds"] = round(res.seconds, 1)
+    for part in ("val", "test"):
+        m = res.metrics.get(part) or {}
+        for k in _METRICS:
+            row[f"{part}_{k}"] = m.get(k)
+    return row
+
+
+def _write(out, stem, rows, label_key, title):
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    from .trainer import _plt
+
+    plt = _plt()
+    done = [r for r in rows if r.get("note") in (None, "")]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(done) + 2), 4))
+    x = np.arange(len(done))
+    parts = [p for p in ("val", "test") if any(r.get(f"{p}_srcc") is not None for r in done)]
+    width = 0.8 / max(1, len(parts))
+    for i, part in enumerate(parts):
+        ys = [np.nan if r.get(f"{part}_srcc") is None else r[f"{part}_srcc"] for r in done]
+        bars = ax.bar(x + (i - (len(parts) - 1) / 2) * width, ys, width, label=f"{part} SRCC")
+        for b, v in zip(bars, ys):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=8)
+    ax.set_xticks(x, [r[label_key] for r in done], rotation=15)
+    ax.set_ylabel("SRCC")
+    ax.set_title(title)
+    if parts:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
+def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epochs=100,
+                   progress=True, **kw) -> list[dict]:
+    """Train ``head`` on every pooling kind the store has; ``ablation_pooling.csv`` / ``.png``."""
+    from .trainer import _f, train_head
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with FeatureStore.open(store_path) as store:
+        have = {kind: store.has(kind) for _, kind in POOLING_KINDS}
+    rows = []
+    for name, kind in POOLING_KINDS:
+        if not have[kind]:
+            rows.append({"pooling": name, "features": kind,
+                         "note": f"store has no features/{kind}; skipped"})
+            if progress:
+                print(f"{name:5s}: skipped (store has no features/{kind})")
+            continue
+        res = train_head(store_path, labels, head=head, features=kind, epochs=epochs,
+                         out_dir=out / f"pooling_{name}", progress=False, **kw)
+        rows.append(_row(res, pooling=name, features=kind, note=""))
+        if progress:
+            print(f"{name:5s} ({kind}): val SRCC {_f(rows[-1]['val_srcc'])}, "
+                  f"test SRCC {_f(rows[-1]['test_srcc'])}")
+    _write(out, "ablation_pooling", rows, "pooling", f"{head}: pooling kinds")
+    return rows
+
+
+def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", epochs=100,
+                     progress=True, **kw) -> list[dict]:
+    """MLSP vs MP_avg / MP_min / MP_ada (MSE), then MSE / EMD / Re-EMD if distributions
+    exist; ``ablation_objective.csv`` / ``.png``."""
+    from ..labels import load_labels
+    from .trainer import _f, train_head
+
+    if not hasattr(labels, "mos"):
+        labels = load_labels(labels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [("mlsp", "mse"), ("mp_avg", "mse"), ("mp_min", "mse"), ("mp_ada", "mse")]
+    if labels.distribution is not None:
+        runs += [("mlsp", "emd"), ("mlsp", "re_emd")]
+    rows = []
+    for objective, loss in runs:
+        tag = f"{objective}+{loss}"
+        res = train_head(store_path, labels, head=head, objective=objective, loss=loss,
+                         epochs=epochs, out_dir=out / f"objective_{objective}_{loss}",
+                         progress=False, **kw)
+        rows.append(_row(res, run=tag, objective=objective, loss=loss))
+        if progress:
+            print(f"{tag:14s}: val SRCC {_f(rows[-1]['val_srcc'])}, test SRCC "
+                  f"{_f(rows[-1]['test_srcc'])}, {rows[-1]['epochs_run']} epochs")
+    if labels.distribution is None:
+        rows.append({"run": "emd / re_emd", "note": "labels have no distributions; skipped"})
+    _write(out, "ablation_objective", rows, "run", f"{head}: objectives and losses")
+    return rows
