@@ -92,10 +92,15 @@ def main():
 @click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th (0-based) of N contiguous blocks of the input list; join the N stores with `mlsp merge`.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (threads); ray: a pool of Ray actors, locally or on a cluster (pip install 'mlsp[ray]').")
+@click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
+@click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
+@click.option("--ray-gpus-per-actor", type=float, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
             pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, shard,
-            quiet):
+            engine, ray_address, ray_actors, ray_gpus_per_actor, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -127,10 +132,20 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                           augmentation=augmentation, wide_size=wide_size, max_side=max_side,
                           workers=workers, flush_every=flush_every, pooling=kinds)
+    from .extract.ray_engine import RayUnavailableError, extract_with_ray  # imports no Ray itself
+
+    if engine != "ray" and (ray_address or ray_actors or ray_gpus_per_actor):
+        raise click.UsageError("--ray-address/--ray-actors/--ray-gpus-per-actor need --engine ray")
     try:
-        summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
-                              progress=not quiet, limit=limit, extra_config=extra)
-    except (WeightsUnavailableError, StoreError) as err:
+        if engine == "ray":
+            summary = extract_with_ray(items, out, opts, address=ray_address, num_actors=ray_actors,
+                                       num_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
+                                       retry_failed=retry_failed, overwrite=overwrite, limit=limit,
+                                       extra_config=extra)
+        else:
+            summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
+                                  progress=not quiet, limit=limit, extra_config=extra)
+    except (WeightsUnavailableError, StoreError, RayUnavailableError) as err:
         _fail(str(err))
     _print_summary(summary, out)
 

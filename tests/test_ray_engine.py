@@ -6,6 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # starts Ray and TensorFlow in actors: 80-200 s
+
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 

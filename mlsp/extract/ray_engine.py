@@ -238,7 +238,8 @@ def _hide_gpus_from_driver():
 
 def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=None,
                      num_actors=None, num_gpus_per_actor=0, batch_images=4, progress=True,
-                     retry_failed=False, overwrite=False, limit=None) -> ExtractSummary:
+                     retry_failed=False, overwrite=False, limit=None,
+                     extra_config=None) -> ExtractSummary:
     """Extract MLSP features of ``items`` into the store ``out`` on a Ray actor pool.
 
     The store is the local engine's (same layout, attributes and row contents) and
@@ -262,7 +263,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
         _hide_gpus_from_driver()
     model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
                       pooling=pooling)
-    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite)
+    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
     start = time.monotonic()
     failures_now, done_now, started_ray = [], 0, False
     try:
