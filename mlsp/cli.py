@@ -11,6 +11,26 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
 
+def _import_keras_quietly():
+    """Import Keras (and TensorFlow) with C++ start-up logging muted.
+
+    TensorFlow prints absl/oneDNN notices on file descriptor 2 before any log
+    level applies; they say nothing to an mlsp user.  Python errors still show.
+    """
+    if "keras" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import keras  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _fail(message: str):
     raise click.ClickException(message)
 
@@ -65,6 +85,7 @@ def main():
     Stages: `mlsp extract` (images -> HDF5 feature store), `mlsp info`,
     then train / evaluate / predict / ablate heads on stored features.
     """
+    _import_keras_quietly()
 
 
 @main.command()
@@ -174,8 +195,13 @@ def info(store, as_json):
     click.echo(f"  levels       {data['levels']} blocks, {data['channels']} channels "
                f"({levels[0].name} .. {levels[-1].name})" if levels else "  levels       none")
     click.echo(f"  augment      {len(data['augmentations'])}: {', '.join(data['augmentations'])}")
+    kinds = [k for k in (cfg.get("pooling_kinds") or ["area"]) if k != "area"]
     click.echo(f"  pooling      narrow 1x1" + (f", wide {cfg.get('pool_wide')}x{cfg.get('pool_wide')}" if cfg.get("pool_wide") else "")
+               + (f", also {', '.join(kinds)}" if kinds else "")
                + f"; max side {cfg.get('max_side') or 'none (full resolution)'}")
+    if cfg.get("shard_count"):
+        click.echo(f"  shard        {cfg['shard_index']}/{cfg['shard_count']} of a list of "
+                   f"{cfg['list_images']} images, from row {cfg['shard_offset']}")
     click.echo(f"  images       {data['images']}: {data['done']} done, {data['failed']} failed, {data['pending']} pending")
     for name, d in sorted(data["datasets"].items()):
         if name.startswith("features/"):
@@ -208,7 +234,7 @@ def merge(shards, out, copy):
 
 @main.command()
 @click.option("--out", default="mlsp-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for the data set, store and reports.")
-@click.option("-n", "--images", "n_images", default=48, show_default=True, help="Number of generated images.")
+@click.option("-n", "--images", "n_images", default=160, show_default=True, help="Number of generated images.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True)
 @click.option("--alpha", default=0.35, show_default=True)
 @click.option("--weights", default="bundled", show_default=True, help="Default: the ImageNet MobileNetV2-0.35 shipped with mlsp (works offline).")

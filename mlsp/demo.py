@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 
-def run_demo(out="mlsp-demo", n_images=48, backbone="mobilenet_v2", alpha=0.35, weights="bundled",
+def run_demo(out="mlsp-demo", n_images=160, backbone="mobilenet_v2", alpha=0.35, weights="bundled",
              progress=True, echo=print):
     from .extract.extractor import ExtractOptions, extract
     from .images.sources import from_list
@@ -35,16 +35,18 @@ def run_demo(out="mlsp-demo", n_images=48, backbone="mobilenet_v2", alpha=0.35, 
          f"{len(info['augmentations'])} augmentations, {info['bytes_on_disk'] / 1e6:.1f} MB on disk; "
          f"{summary.images_per_second:.1f} img/s this run")
     report = {"store": info, "labels": str(labels)}
-    try:
-        from .training.trainer import train_head
-        from .labels import load_labels
-    except ImportError:
-        train_head = None
-    if train_head is not None:
-        result = train_head(store_path, load_labels(labels).with_split(val_fraction=0.2, seed=0),
-                            head="single_3fc", out_dir=out / "single_3fc", progress=progress)
-        report["training"] = getattr(result, "metrics", None)
-        echo(f"trained Single-3FC: report and plots in {out / 'single_3fc'}")
+    from .labels import load_labels
+    from .training.trainer import train_head
+
+    # a quarter of the images held out as the test set, 15% of the rest for validation
+    result = train_head(store_path, load_labels(labels), head="single_3fc",
+                        out_dir=out / "single_3fc", progress=progress, seed=0,
+                        test_fraction=0.25, val_fraction=0.15)
+    report["training"] = result.metrics
+    echo("Single-3FC on the stored features (test = held-out generated photos):")
+    echo(result.summary())
+    echo(f"model, metrics.json, predictions.csv, scatter.png, learning_curves.png in "
+         f"{out / 'single_3fc'}")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     echo(f"report: {out / 'report.json'}")
     return report
