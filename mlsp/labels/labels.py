@@ -256,7 +256,9 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
     ``dist_cols`` or columns named ``p1..pK`` / ``c1..cK`` / ``vote_1..``
     (any K), normalised per row; count-like columns (not ``p``) also give
     ``votes``.  Split: ``split_col`` or ``split`` / ``set``.  ``score_range``:
-    given, else the observed (min, max) MOS with ``range_observed=True``.
+    given; else, when distribution bins 1..K (or 0..K-1) have the MOS as their
+    expectation, the bins' range (1, K); else the observed (min, max) MOS with
+    ``range_observed=True``.
     A bad row raises a one-line ValueError naming file, line and cause.
     """
     path = Path(path)
@@ -339,6 +341,12 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
         first = 0 if prefix is not None and _DIST_RE.match(dist_cols[0]).group(2) == "0" else 1
         mos_arr = distribution @ np.arange(first, first + distribution.shape[1], dtype=np.float64)
     observed = score_range is None
+    if observed and distribution is not None and len(ids):
+        # rating bins k = first..first+K-1 whose expectation is the MOS: that is the scale
+        first = 0 if prefix is not None and _DIST_RE.match(dist_cols[0]).group(2) == "0" else 1
+        k = np.arange(first, first + distribution.shape[1], dtype=np.float64)
+        if np.allclose(distribution @ k, mos_arr, atol=0.05):
+            score_range, observed = (float(k[0]), float(k[-1])), False
     if observed:
         score_range = (float(mos_arr.min()), float(mos_arr.max())) if len(ids) else (0.0, 0.0)
     return Labels(ids=ids, mos=mos_arr, distribution=distribution, votes=votes,

@@ -293,10 +293,10 @@ class FeedTimer(keras.callbacks.Callback):
     """Adds the feeder's figures to every epoch's logs (hence the training history):
     ``train_s`` (wall time of the training part of the epoch), ``feed_s`` (time
     spent preparing its batches, summed over feeder threads), ``feed_share``
-    (``feed_s / train_s``: with prefetching, the share of step time the model
-    would wait for data if the feeder did not run ahead; it only waits when
-    this exceeds the number of feeder threads' overlap, i.e. ~1 for one
-    worker) and ``peak_batches`` (most batches alive at once)."""
+    (``feed_s / train_s``: the share of step time that would be spent waiting
+    for data without prefetching; an upper bound of the actual wait, which
+    prefetching hides while the share stays below ~1) and ``peak_batches``
+    (most batches alive at once)."""
 
     def __init__(self, sequence: "FeatureSequence"):
         super().__init__()
