@@ -130,7 +130,8 @@ def test_csv_basic_distribution_and_split(tmp_path):
     assert lab.distribution.tolist() == [[0, 1, 0], [0.5, 0.5, 0], [0, 0, 1]]
     assert lab.split.tolist() == ["train", "val", "test"]
     assert lab.votes is None  # p-columns are probabilities
-    assert lab.score_range == (1.5, 3.0) and lab.range_observed
+    # the MOS is the expectation over bins 1..3: the scale is 1..3, not the observed 1.5..3
+    assert lab.score_range == (1.0, 3.0) and not lab.range_observed
     assert load_csv(p, score_range=(1, 5)).score_range == (1.0, 5.0)
 
 
