@@ -49,7 +49,7 @@ def test_re_emd_r1_and_batch_mean():
     assert _np(re_emd_loss(1, alpha=1, beta=0)(yt[1:], yp[1:])) == pytest.approx(0, abs=1e-6)
 
 
-def test_re_emd_gradient_treats_weights_as_constant():
+def test_re_emd_is_finite_and_positive():
     yt = keras.ops.convert_to_tensor(np.array([[0.5, 0.5, 0.0]], "float32"))
     yp = np.array([[0.2, 0.3, 0.5]], "float32")
     loss = re_emd_loss(2)

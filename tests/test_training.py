@@ -316,3 +316,16 @@ def test_cli_train_predict_and_ablate_levels(trained, tmp_path):
     table = list(csv.DictReader(open(tmp_path / "ab" / "ablation_levels.csv")))
     assert [int(t["k"]) for t in table] == [1, 2] and [int(t["channels"]) for t in table] == [2, 5]
     assert (tmp_path / "ab" / "ablation_levels.png").is_file()
+
+
+def test_test_time_average_skips_corner_grid_rows():
+    """Corner Grid rows (M+MNet sec. 3.4) train a head; test-time scores average the crops."""
+    from types import SimpleNamespace
+
+    from mlsp.extract.augment import augmentation_names
+    from mlsp.training.data import test_augmentations
+
+    grid = SimpleNamespace(augmentations=list(augmentation_names("crops+grid")), n_aug=16)
+    assert test_augmentations(grid) == list(range(8))
+    plain = SimpleNamespace(augmentations=list(augmentation_names("crops")), n_aug=8)
+    assert test_augmentations(plain) == list(range(8))

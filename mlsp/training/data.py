@@ -324,18 +324,29 @@ class FeedTimer(keras.callbacks.Callback):
         logs["peak_batches"] = float(s["peak_live"])
 
 
+def test_augmentations(features) -> list:
+    """Indices of the augmentations averaged at test time: all the stored ones except
+    Corner Grid rows ("+grid", M+MNet sec. 3.4), which are a training augmentation."""
+    names = list(getattr(features, "augmentations", None) or [])
+    keep = [i for i, name in enumerate(names) if not str(name).endswith("+grid")]
+    return keep if keep else list(range(features.n_aug))
+
+
 def predict_averaged(model, features: StoreFeatures, rows, batch_size: int = 128) -> np.ndarray:
     """Per-image model outputs averaged over all stored augmentations (MLSP sec. 3.1).
 
     Returns (n, outputs) float64: every augmentation of every row is scored,
-    then the A predictions of an image are averaged.
+    then the A predictions of an image are averaged (Corner Grid rows excluded).
     """
     rows = np.asarray(rows, np.int64)
-    a = features.n_aug
+    keep = test_augmentations(features)
+    a = len(keep)
     per_batch = max(1, batch_size // a)
     outs = []
     for s in range(0, rows.size, per_batch):
         x = features.get(rows[s:s + per_batch])  # (b, A, ...)
+        if a != x.shape[1]:
+            x = x[:, keep]
         b = x.shape[0]
         y = model.predict_on_batch(x.reshape((b * a,) + x.shape[2:]))
         y = keras.ops.convert_to_numpy(y).reshape(b, a, -1)

@@ -69,7 +69,10 @@ def _options(features: dict):
 
     return ExtractOptions(
         backbone=features["backbone"], alpha=float(features["alpha"]),
-        augmentation=features.get("augmentation_mode", "crops"),
+        # Corner Grid rows ("crops+grid") train a head; scores average the plain crops
+        augmentation={"crops+grid": "crops"}.get(features.get("augmentation_mode", "crops"),
+                                                 features.get("augmentation_mode", "crops")),
+        pooling=tuple(features.get("pooling_kinds") or ("area",)),
         crop_fraction=float(features.get("crop_fraction", 0.875)),
         wide_size=int(features.get("pool_wide", 0) or 0),
         max_side=int(features.get("max_side") or 0) or None,
@@ -105,7 +108,8 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
     if mlsp_model is None:
         w = find_weights(feats, weights, Path(model_path) if Path(model_path).is_dir()
                          else Path(model_path).parent)
-        mlsp_model = MLSPModel(opts.backbone, opts.alpha, w, opts.wide_size, opts.seed)
+        mlsp_model = MLSPModel(opts.backbone, opts.alpha, w, opts.wide_size, opts.seed,
+                                pooling=opts.pooling)
     check_compatible(sidecar, store_config(mlsp_model, opts))
     index = _level_index(mlsp_model.levels, sidecar)
     items = expand_inputs(paths_or_folders)

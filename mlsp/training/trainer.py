@@ -160,10 +160,29 @@ def check_compatible(sidecar: dict, store) -> None:
                 fs.close()
     wanted = sidecar["features"]
     diffs = []
+    # extra pooling kinds and Corner Grid rows do not change the features a model reads:
+    # what must agree is the set of plain augmentations and the presence of its kind
+    relaxed = ("augmentation_mode", "augmentations", "pooling_kinds")
     for line in config_mismatch(config, wanted):
         key = line.split(":", 1)[0]
+        if key in relaxed:
+            continue
         diffs.append(f"{key}: store has {config.get(key)!r}, model was trained on "
                      f"{wanted.get(key)!r}")
+
+    def plain(names):
+        return [n for n in (names or []) if not str(n).endswith("+grid")]
+
+    if wanted.get("augmentations") and plain(config.get("augmentations")) != plain(
+            wanted.get("augmentations")):
+        diffs.append(f"augmentations: store has {plain(config.get('augmentations'))}, model was "
+                     f"trained on {plain(wanted.get('augmentations'))}")
+    kind = sidecar.get("pooling", "narrow")
+    kinds = set(config.get("pooling_kinds") or ["area"])
+    needs = {"wide_fore": "fore", "wide_back": "back", "spp": "spp"}.get(kind)
+    if needs and needs not in kinds:
+        diffs.append(f"pooling: store has no {kind} features (pooling kinds {sorted(kinds)}), "
+                     f"model needs them")
     if levels is not None:
         for lv, ch in zip(sidecar["levels"], sidecar["level_channels"]):
             if levels.get(lv) != ch:
