@@ -154,7 +154,12 @@ def _compile_predict(model):
     for extraction (see README, Speed).  Other backends (torch) run eagerly.
     """
     if keras.backend.backend() == "tensorflow":
+        import os
+
         import tensorflow as tf  # TensorFlow-only speed-up behind the portable interface
+
+        # on a GPU, cuDNN would benchmark its algorithms again for every new image size
+        os.environ.setdefault("TF_CUDNN_USE_AUTOTUNE", "0")
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -90,12 +91,7 @@ def _check_shards(stores):
             raise StoreError(f"shards hold {expected} images, the list had {cfg[0]['list_images']}")
     ids = [i for s in stores for i in s.ids]
     if len(set(ids)) != len(ids):
-        seen, dup = set(), None
-        for i in ids:
-            if i in seen:
-                dup = i
-                break
-            seen.add(i)
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise StoreError(f"image id {dup!r} appears in more than one shard")
     return stores
 
