@@ -98,3 +98,23 @@ def test_variance_weights_need_distributions(ext_store, tmp_path):
     with pytest.raises(ValueError, match="distributions"):
         train_head(path, nodist, sample_weights="variance", epochs=1, out_dir=tmp_path,
                    progress=False, baseline=False, plots=False)
+
+
+def test_cli_train_passes_binary_margin(ext_store, tmp_path):
+    from click.testing import CliRunner
+
+    from mlsp.training.commands import train
+
+    path, labels = ext_store
+    csv = tmp_path / "labels.csv"
+    rows = ["id,mos," + ",".join(f"p{k}" for k in range(1, 11)) + ",split"]
+    for i, m, d, s in zip(labels.ids, labels.mos, labels.distribution, labels.split):
+        rows.append(f"{i},{m:.6f}," + ",".join(f"{v:.6f}" for v in d) + f",{s}")
+    csv.write_text("\n".join(rows) + "\n")
+    r = CliRunner().invoke(train, [str(path), "--labels", str(csv), "--head", "multitask",
+                                   "--binary-margin", "0.75", "--epochs", "1", "--batch-size",
+                                   "16", "--width", "16", "--out", str(tmp_path / "m"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    _, side = load_trained(tmp_path / "m")
+    assert side["train"]["binary_margin"] == 0.75 and side["head"] == "multitask"
+    keras.backend.clear_session()

@@ -73,10 +73,13 @@ def _labels(path, test_list, val_fraction, seed):
               type=click.Choice(["narrow", "wide", "wide_fore", "wide_back", "spp",
                                  "wide_foreback"]),
               help="Stored feature kind (default: from the head).")
+@click.option("--binary-margin", default=0.0, show_default=True, type=float,
+              help="multitask head: leave out of the binary loss images whose MOS lies within "
+                   "this margin of the threshold (MTP-NasNet sec. 4.3).")
 @click.option("--quiet", is_flag=True)
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
           test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
-          feature_kind, quiet):
+          feature_kind, binary_margin, quiet):
     """Train a head on the features in STORE (MLSP sec. 3.3)."""
     from .trainer import train_head
 
@@ -87,6 +90,7 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                          out_dir=out_dir, progress=not quiet, val_fraction=val_fraction,
                          width=width, distribute=distribute, objective=objective, loss=loss,
                          precision=precision, features=feature_kind,
+                         binary_margin=binary_margin,
                          sample_weights=None if sample_weights == "none" else sample_weights)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)

@@ -23,10 +23,31 @@ import numpy as np
 
 from ..stores.features import FeatureStore, StoreError
 
-__all__ = ["StoreFeatures", "FeatureSequence", "FeedStats", "FeedTimer", "predict_averaged", "AUGMENT_MODES"]
+__all__ = ["StoreFeatures", "FeatureSequence", "FeedStats", "FeedTimer", "predict_averaged",
+           "AUGMENT_MODES", "FEATURE_KINDS", "feature_parts", "pooling_kinds_for"]
 
-AUGMENT_MODES = ("random", "all", "first")
+AUGMENT_MODES = ("random", "all", "first", "patches")
 DEFAULT_MEMORY_LIMIT = 4 * 1024**3
+
+#: Feature kinds a head can read, with the extractor pooling kinds (besides ``area``)
+#: each needs.  All but ``wide_foreback`` are datasets ``features/<kind>`` of a store;
+#: ``wide_foreback`` is ``wide_fore`` and ``wide_back`` concatenated on channels.
+KIND_POOLING = {"narrow": (), "wide": (), "wide_fore": ("fore",), "wide_back": ("back",),
+                "spp": ("spp",), "wide_foreback": ("fore", "back")}
+FEATURE_KINDS = tuple(KIND_POOLING)
+
+
+def feature_parts(kind: str) -> tuple:
+    """The store datasets (``features/<part>``) a feature kind reads, in channel order."""
+    if kind not in KIND_POOLING:
+        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {kind!r}")
+    return ("wide_fore", "wide_back") if kind == "wide_foreback" else (kind,)
+
+
+def pooling_kinds_for(kind: str) -> tuple:
+    """Extractor pooling kinds (``ExtractOptions.pooling``) that produce ``kind``."""
+    feature_parts(kind)
+    return ("area",) + KIND_POOLING[kind]
 
 
 def _as_slice(index: np.ndarray):
@@ -39,8 +60,10 @@ def _as_slice(index: np.ndarray):
 class StoreFeatures:
     """The features of one store, for the chosen levels, as float32 rows.
 
-    ``kind``: ``"narrow"`` (N, A, C) or ``"wide"`` (N, A, P, P, C).  Features
-    whose selected channels fit in ``memory_limit`` bytes (float16) are read
+    ``kind``: any of :data:`FEATURE_KINDS`: ``"narrow"`` (N, A, C), ``"wide"``,
+    ``"wide_fore"``, ``"wide_back"`` (N, A, P, P, C), ``"spp"`` (N, A, 26, C), or
+    ``"wide_foreback"`` (N, A, P, P, 2C: fore then back, each with the selected
+    channels).  Features whose selected channels fit in ``memory_limit`` bytes (float16) are read
     once, in blocks, into RAM (channel subset applied while reading);
     otherwise rows are read from the file on demand, a batch at a time
     (sorted-index reads; the file is opened once per process, lazily, so
@@ -53,21 +76,24 @@ class StoreFeatures:
                  memory_limit: float | None = DEFAULT_MEMORY_LIMIT, in_memory: bool | None = None,
                  progress: bool = True, block_rows: int = 1024):
         self.path = Path(store_path)
-        if kind not in ("narrow", "wide"):
-            raise ValueError(f"kind must be 'narrow' or 'wide', got {kind!r}")
-        self.kind = kind
+        self.kind, self.parts = kind, feature_parts(kind)
         with FeatureStore.open(self.path) as store:
-            if not store.has(kind):
-                raise StoreError(f"{self.path}: has no {kind} features"
-                                 + (" (extracted with wide pooling off)" if kind == "wide" else ""))
+            for part in self.parts:
+                if not store.has(part):
+                    raise StoreError(
+                        f"{self.path}: has no {part} features" + (
+                            " (extracted with wide pooling off)" if part == "wide" else
+                            f" (extract with --pooling {','.join(pooling_kinds_for(part))})"
+                            if part != "narrow" else ""))
             self.config = store.config
             self.ids = store.ids
             self.status = store.status
             self.augmentations = store.augmentations
             self.levels, self.channel_index = store.select_levels(levels)
-            ds = store.dataset(kind)
+            ds = store.dataset(self.parts[0])
             self.n_images, self.n_aug = int(ds.shape[0]), int(ds.shape[1])
-            self.item_shape = tuple(int(s) for s in ds.shape[2:-1]) + (len(self.channel_index),)
+            self.item_shape = tuple(int(s) for s in ds.shape[2:-1]) + (
+                len(self.channel_index) * len(self.parts),)
         self._channels = _as_slice(self.channel_index)
         self._local = threading.local()
         self._pid = None
@@ -78,24 +104,28 @@ class StoreFeatures:
         self.data = self._load_all(progress, block_rows) if self.in_memory else None
 
     # -- file access ----------------------------------------------------------------------
-    def _dataset(self) -> h5py.Dataset:
-        """The HDF5 dataset, opened once per process (and thread: h5py serialises reads)."""
+    def _dataset(self) -> tuple:
+        """The HDF5 datasets of the kind's parts, opened once per process (and thread:
+        h5py serialises reads)."""
         if self._pid != os.getpid():  # forked worker: never reuse the parent's handle
             self._local = threading.local()
             self._pid = os.getpid()
         ds = getattr(self._local, "ds", None)
-        if ds is None or not ds.id.valid:
+        if ds is None or not ds[0].id.valid:
             h5 = h5py.File(self.path, "r")
-            ds = h5[f"features/{self.kind}"]
+            ds = tuple(h5[f"features/{part}"] for part in self.parts)
             self._local.h5, self._local.ds = h5, ds
         return ds
 
     def _read(self, ds, rows, aug):
-        """ds[rows, aug, ..., channels] with rows ascending; aug an int or slice."""
+        """ds[rows, aug, ..., channels] with rows ascending; aug an int or slice; the
+        parts of a composite kind concatenated on channels."""
         sel = (rows, aug) + (slice(None),) * (len(self.item_shape) - 1)
         if isinstance(self._channels, slice):
-            return ds[sel + (self._channels,)]
-        return ds[sel][..., self._channels]  # h5py allows one index list per read
+            out = [d[sel + (self._channels,)] for d in ds]
+        else:
+            out = [d[sel][..., self._channels] for d in ds]  # h5py: one index list per read
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
 
     def _load_all(self, progress, block_rows):
         from tqdm.auto import tqdm
@@ -214,13 +244,16 @@ class FeatureSequence(keras.utils.PyDataset):
     ``multiple_of``: every batch size is a multiple of it (the last, short
     batch is cut down; data-parallel training needs batches that split evenly
     across devices).  ``stats`` (:class:`FeedStats`) accounts for the time spent
-    preparing batches and the batches alive at once.
+    preparing batches and the batches alive at once.  ``"patches"`` feeds every
+    augmentation of an image together, as one (A, ...) sample (the patches of the
+    multi-patch objectives, :mod:`.objectives`); ``batch_size`` then counts images.
+    ``sample_weights`` (one per row) come as a third element: each sample's image's.
     """
 
     def __init__(self, features: StoreFeatures, rows, targets=None, batch_size: int = 128,
                  augment: str = "random", shuffle: bool = True, seed: int = 0,
                  workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10,
-                 multiple_of: int = 1):
+                 multiple_of: int = 1, sample_weights=None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if augment not in AUGMENT_MODES:
@@ -230,6 +263,10 @@ class FeatureSequence(keras.utils.PyDataset):
         self.targets = None if targets is None else np.asarray(targets, np.float32)
         if self.targets is not None and len(self.targets) != len(self.rows):
             raise ValueError(f"{len(self.rows)} rows but {len(self.targets)} targets")
+        self.sample_weights = None if sample_weights is None else \
+            np.asarray(sample_weights, np.float32)
+        if self.sample_weights is not None and len(self.sample_weights) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.sample_weights)} weights")
         self.batch_size, self.augment, self.shuffle = int(batch_size), augment, shuffle
         self.seed, self.epoch = int(seed), 0
         self._plan_epoch, self._plan = None, None
@@ -254,7 +291,7 @@ class FeatureSequence(keras.utils.PyDataset):
             items, augs = np.repeat(np.arange(n), a), np.tile(np.arange(a), n)
         elif self.augment == "random":
             items, augs = np.arange(n), rng.integers(0, a, size=n)
-        else:
+        else:  # "first"; "patches" ignores augs
             items, augs = np.arange(n), np.zeros(n, np.int64)
         if self.shuffle:
             perm = rng.permutation(items.size)
@@ -282,11 +319,13 @@ class FeatureSequence(keras.utils.PyDataset):
         stop = min(start + self.batch_size, self.n_samples)
         stop -= (stop - start) % self.multiple_of
         it, au = items[start:stop], augs[start:stop]
-        x = self.features.get(self.rows[it], au)
+        x = self.features.get(self.rows[it], None if self.augment == "patches" else au)
         self.stats.record(time.perf_counter() - t0, x)
         if self.targets is None:
             return (x,)
-        return x, self.targets[it]
+        if self.sample_weights is None:
+            return x, self.targets[it]
+        return x, self.targets[it], self.sample_weights[it]
 
 
 class FeedTimer(keras.callbacks.Callback):

@@ -28,13 +28,12 @@ augmentations (:func:`mlsp.training.data.predict_averaged`).
 """
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from ..heads.losses import RE_EMD_ALPHA, RE_EMD_BETA, per_sample_emd, re_emd_weights
+from .data import FeatureSequence
 
 __all__ = ["OBJECTIVES", "MP_BETA", "patch_weights", "combine_patches", "MultiPatchModel",
            "AllAugmentationsSequence"]
@@ -129,33 +128,14 @@ class MultiPatchModel(keras.Model):
         return cls(**config)
 
 
-class AllAugmentationsSequence(keras.utils.PyDataset):
+class AllAugmentationsSequence(FeatureSequence):
     """Batches ``(features (b, A, ...), targets[, sample weights])``: every stored
-    augmentation of each image together (the patches of the multi-patch objectives).
-    ``features``: anything with ``get(rows)`` -> (n, A, ...) float32 (StoreFeatures)."""
+    augmentation of each image together (the patches of the multi-patch objectives);
+    :class:`~mlsp.training.data.FeatureSequence` with ``augment="patches"``, so
+    ``batch_size`` counts images.  ``features``: anything with ``n_aug`` and
+    ``get(rows)`` -> (n, A, ...) float32 (StoreFeatures)."""
 
     def __init__(self, features, rows, targets, batch_size=16, shuffle=True, seed=0,
-                 sample_weights=None, workers=1):
-        super().__init__(workers=workers)
-        self.features, self.rows = features, np.asarray(rows, np.int64)
-        self.targets = np.asarray(targets, np.float32)
-        self.weights = None if sample_weights is None else np.asarray(sample_weights, np.float32)
-        self.batch_size, self.shuffle, self.seed, self.epoch = int(batch_size), shuffle, seed, 0
-
-    def __len__(self):
-        return math.ceil(self.rows.size / self.batch_size)
-
-    def _order(self):
-        if not self.shuffle:
-            return np.arange(self.rows.size)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.rows.size)
-
-    def __getitem__(self, index):
-        it = self._order()[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.features.get(self.rows[it])
-        if self.weights is None:
-            return x, self.targets[it]
-        return x, self.targets[it], self.weights[it]
-
-    def on_epoch_end(self):
-        self.epoch += 1
+                 sample_weights=None, workers=1, **kwargs):
+        super().__init__(features, rows, targets, batch_size, "patches", shuffle, seed,
+                         workers=workers, sample_weights=sample_weights, **kwargs)

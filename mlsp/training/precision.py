@@ -37,7 +37,7 @@ import keras
 from keras import ops
 
 __all__ = ["PRECISIONS", "FP16_MAX", "DelayedEntryRule", "MonitoredAdam", "OverflowMonitor",
-           "make_optimizer", "policy_scope", "copy_optimizer_state"]
+           "make_optimizer", "policy_scope", "copy_optimizer_state", "with_float32_output"]
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 FP16_MAX = 65504.0
@@ -139,6 +139,13 @@ class policy_scope:
 
     def __exit__(self, *exc):
         keras.config.set_dtype_policy(self.old)
+
+
+def with_float32_output(model):
+    """``model`` with its output cast to float32 (mixed policies: the loss in float32)."""
+    inp = keras.Input(model.input_shape[1:], dtype="float32", name="features")
+    out = keras.layers.Activation("linear", dtype="float32", name="output_float32")(model(inp))
+    return keras.Model(inp, out, name=model.name)
 
 
 def make_optimizer(policy: str, lr: float, monitored: bool = False):

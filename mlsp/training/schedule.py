@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-__all__ = ["StepPlateauRule", "Decision", "MLSPSchedule"]
+__all__ = ["StepPlateauRule", "Decision", "MLSPSchedule", "PhasedSchedule"]
 
 
 @dataclass
@@ -161,3 +161,28 @@ class MLSPSchedule(keras.callbacks.Callback):
     def best_epoch(self) -> int:
         """0-based epoch of the lowest monitored loss (-1 before training)."""
         return self.rule.best_epoch
+
+
+class PhasedSchedule(MLSPSchedule):
+    """:class:`MLSPSchedule` that survives a restart of ``fit`` (the delayed-entry
+    precision switch, :mod:`.precision`): its state is kept across ``fit`` calls, and
+    while ``pausing`` the best weights are not restored at the end of a call (call
+    ``on_train_end`` once more when training is really over).  With a single ``fit``
+    and ``pausing`` off it is :class:`MLSPSchedule`."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._started, self.pausing, self.stopped = False, False, False
+
+    def on_train_begin(self, logs=None):
+        if not self._started:
+            super().on_train_begin(logs)
+            self._started = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.stopped = bool(self.model.stop_training)
+
+    def on_train_end(self, logs=None):
+        if not self.pausing:
+            super().on_train_end(logs)

@@ -22,9 +22,14 @@ import numpy as np
 
 from .. import __version__
 from ..stores.features import IDENTITY_KEYS, FeatureStore, StoreError, config_mismatch
-from .data import FeatureSequence, FeedTimer, StoreFeatures, predict_averaged
+from .data import KIND_POOLING, FeatureSequence, FeedTimer, StoreFeatures, feature_parts, \
+    predict_averaged
 from .distribute import data_parallel, model_devices
-from .schedule import MLSPSchedule
+from .extended import variance_weights
+from .objectives import OBJECTIVES, AllAugmentationsSequence, MultiPatchModel
+from .precision import (PRECISIONS, DelayedEntryRule, OverflowMonitor, copy_optimizer_state,
+                        make_optimizer, policy_scope, with_float32_output)
+from .schedule import PhasedSchedule
 
 __all__ = ["TrainResult", "train_head", "load_trained", "check_compatible", "score_rows",
            "evaluate_trained", "ablate_levels", "accuracy_threshold", "SIDECAR", "MODEL_FILE"]
@@ -320,6 +325,147 @@ def _resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed):
     return lab, al
 
 
+def _check_options(head, output, objective, loss, precision, sample_weights, features,
+                   distribute):
+    """The resolved (output, objective, loss, precision, sample_weights, features), or a
+    ValueError naming the option (and the other one, for combinations that cannot work)."""
+    from ..heads import ALL_HEADS
+    from .extended import FEATURE_KINDS, LOSSES, SAMPLE_WEIGHTS
+
+    heads = ALL_HEADS + ("cells_3fc",)
+    if head not in heads:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(heads)}")
+    objective, precision = objective or "mlsp", precision or "float32"
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if sample_weights not in SAMPLE_WEIGHTS:
+        raise ValueError(f"sample_weights must be 'variance' or None, got {sample_weights!r}")
+    if loss is not None and loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss in ("emd", "re_emd") or head == "multitask":
+        output = "distribution"
+    if output not in ("mos", "distribution"):
+        raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
+    loss = loss or ("mse" if output == "mos" else "emd")
+    if (loss == "mse") != (output == "mos"):
+        raise ValueError(f"loss {loss!r} does not fit output {output!r}")
+    if head == "multitask" and objective != "mlsp":
+        raise ValueError("the multitask head trains with objective='mlsp' only")
+    if features is None:
+        features = "wide" if head in ("pool_3fc", "mnet") else "narrow"
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    if head in ("pool_3fc", "mnet") and features in ("narrow", "spp"):
+        raise ValueError(f"head {head} needs a (P, P, C) feature grid, not {features!r}")
+    if head not in ("pool_3fc", "mnet", "cells_3fc") and features != "narrow":
+        raise ValueError(f"head {head} takes narrow features; use cells_3fc for {features!r}")
+    if distribute and precision == "auto":
+        raise ValueError("distribute=True cannot be combined with precision='auto': the delayed "
+                         "entry rebuilds the model mid-training; use precision='float32' or "
+                         "'mixed_float16' with distribute, or train on one device")
+    return (output, objective, loss, precision,
+            None if sample_weights == "none" else sample_weights, features)
+
+
+def _targets(lab, output, loss, head, train_m, binary_margin, thr):
+    """(y, n_bins, bin scores or None, tag vocabulary, mean, std) for the labels."""
+    mean = float(lab.mos[train_m].mean())
+    std = float(lab.mos[train_m].std()) or 1.0
+    vocab = np.zeros(0, np.int64)
+    if output == "mos":
+        return standardize(lab.mos, mean, std).astype(np.float32)[:, None], None, None, \
+            vocab, mean, std
+    if lab.distribution is None:
+        raise ValueError(f"output='distribution' (loss {loss!r}, head {head!r}) needs rating "
+                         "distributions in the labels (e.g. AVA.txt, or p1..pK columns)")
+    n_bins = lab.n_bins
+    y = lab.distribution.astype(np.float32)
+    if head == "multitask":
+        from ..heads.multitask import pack_targets, tag_vocabulary
+
+        vocab = tag_vocabulary(None if lab.tags is None else lab.tags[train_m])
+        y = pack_targets(lab.distribution, lab.mos, thr, binary_margin, lab.tags,
+                         vocab if len(vocab) else None)
+    return y, n_bins, _label_bin_scores(lab, n_bins), vocab, mean, std
+
+
+def _build_models(policy, head, item_shape, features, level_channels, wide_size, output,
+                  n_bins, width, dropout, seed, objective, loss, scores, std, n_tags,
+                  moments=None, float32_output=False):
+    """(training model, test-time model) under the dtype ``policy``: the head (behind a
+    fixed standardisation when ``moments`` are given, with a float32 output for mixed
+    precision), wrapped for the multi-patch objectives; the multitask head's training
+    model carries the uncertainty-weighted loss."""
+    from ..heads import build_head
+    from .extended import build_cells_3fc
+
+    with policy_scope(policy):
+        if head == "multitask":
+            from ..heads.multitask import MultiTaskModel, build_multitask_net
+
+            net = build_multitask_net(item_shape[-1], n_bins, n_tags, width, dropout, seed)
+            model = MultiTaskModel(net, n_bins, n_tags)
+            return model, model.inference
+        if head == "cells_3fc":
+            inner = build_cells_3fc(item_shape, output, n_bins or 10, width or 512,
+                                    dropout=dropout, seed=seed)
+        elif head == "mnet":
+            from ..heads.mnet import build_mnet
+
+            foreback = features == "wide_foreback"
+            inner = build_mnet(item_shape[-1] // (2 if foreback else 1), wide_size, output,
+                               n_bins or 10, source="foreback" if foreback else "area",
+                               width=width, dropout=dropout, seed=seed)
+        else:
+            inner = build_head(head, item_shape[-1], level_channels=level_channels,
+                               wide_size=item_shape[0] if len(item_shape) == 3 else wide_size,
+                               output=output, n_bins=n_bins or 10, width=width,
+                               dropout=dropout, seed=seed)
+        if moments is not None:
+            inner = _with_input_normalization(inner, *moments)
+        if float32_output:
+            inner = with_float32_output(inner)
+        if objective == "mlsp":
+            return inner, inner
+        return MultiPatchModel(inner, objective, loss, bin_scores=scores,
+                               mos_std=std if output == "distribution" else 1.0), inner
+
+
+def _loss_fn(head, objective, loss):
+    """The compiled loss; None where the training model computes its own."""
+    from ..heads.losses import emd_loss, re_emd_loss
+
+    if head == "multitask" or objective != "mlsp":
+        return None
+    return {"mse": "mse", "emd": emd_loss(2), "re_emd": re_emd_loss(2)}[loss]
+
+
+def _switch_to_mixed(train_model, build, loss, sched, train_seq, val_seq, callbacks, epochs,
+                     done, progress, history):
+    """Delayed entry (M+MNet Eq. 5): rebuild in mixed_float16, copy the weights and Adam's
+    state, train the remaining epochs; extends ``history``; the new models."""
+    new_train, new_model = build("mixed_float16")
+    new_train(train_seq[0][0])  # build the variables
+    new_train.set_weights(train_model.get_weights())
+    new_opt = make_optimizer("mixed_float16", float(sched.rule.lr))
+    new_opt.build(new_train.trainable_variables)
+    copy_optimizer_state(train_model.optimizer, new_opt, new_train.trainable_variables)
+    new_train.compile(optimizer=new_opt, loss=loss)
+    hist = new_train.fit(train_seq, validation_data=val_seq, epochs=int(epochs),
+                         initial_epoch=done, callbacks=callbacks, verbose=2 if progress else 0)
+    for k, vals in hist.history.items():
+        history.setdefault(k, [math.nan] * done)
+        history[k] = history[k][:done] + [float(v) for v in vals]
+    n2 = len(hist.history.get("loss", []))
+    for k in ("grad_absmax", "grad_overflow", "theta"):
+        if k in history:
+            history[k] = history[k][:done] + [math.nan] * n2
+    history["mixed_precision"] = [0.0] * done + [1.0] * n2
+    return new_train, new_model
+
+
 def train_head(store_path, labels, head: str = "single_3fc", levels=None, output: str = "mos",
                epochs: int = 100, batch_size: int = 128, lr: float = 1e-4, augment: str = "auto",
                seed: int = 0, out_dir="mlsp-model", progress: bool = True,
@@ -335,46 +481,47 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                binary_margin: float = 0.0) -> TrainResult:
     """Train an MLSP head on a feature store and save everything to ``out_dir``.
 
-    Extensions (handed to :func:`mlsp.training.extended.train_extended`): ``head``
-    ``mnet`` / ``multitask``, ``objective`` (``mlsp``, ``mp_avg``, ``mp_min``, ``mp_ada``),
-    ``loss`` (``mse``, ``emd``, ``re_emd``), ``precision`` (``float32``, ``mixed_float16``,
-    ``mixed_bfloat16``, ``auto``), ``sample_weights="variance"``, ``features`` (a stored
-    kind), ``binary_margin`` (multitask).
-
     ``labels``: a :class:`mlsp.labels.Labels` or a label file.  Labels are matched to
     store rows by id; unmatched / failed images are reported and left out.  If the
     labels carry no split, 5% (``val_fraction``) of the images become the validation
     set (MLSP sec. 3.3); ``test_ids`` (or ``test_fraction``) set a test part.
-    ``head``: one of :data:`mlsp.heads.HEADS` (``pool_3fc`` trains on wide features).
+    ``head``: one of :data:`mlsp.heads.ALL_HEADS` or ``cells_3fc``
+    (:func:`mlsp.training.extended.build_cells_3fc`); ``pool_3fc`` / ``mnet`` train on
+    wide features, ``multitask`` (MTP-NasNet) on narrow ones with distributions.
+    ``features``: the stored kind to read (:data:`mlsp.training.data.FEATURE_KINDS`;
+    default from the head): ``wide_fore`` / ``wide_back`` / ``wide_foreback`` /
+    ``spp`` for ``cells_3fc`` (and the grids for ``pool_3fc`` / ``mnet``).
     ``output="mos"`` regresses the z-scored MOS with MSE (sec. 3.3);
-    ``"distribution"`` predicts the rating distribution with an EMD loss and scores
-    by its expectation.  ``augment``: ``random`` (one stored augmentation per image
+    ``"distribution"`` predicts the rating distribution and scores by its expectation;
+    ``loss``: ``mse`` (MOS), ``emd`` (the default for distributions) or ``re_emd``
+    (M+MNet Eq. 3-4; either implies distributions).  ``objective``: ``mlsp`` (one
+    stored augmentation a sample) or ``mp_avg`` / ``mp_min`` / ``mp_ada`` (all
+    augmentations of an image as patches, Sheng et al. Eq. 3-8; ``batch_size // A``
+    images a batch).  ``precision``: ``float32``, ``mixed_float16``, ``mixed_bfloat16``
+    or ``auto`` (M+MNet's delayed entry, Eq. 5).  ``sample_weights="variance"``
+    (MTP-NasNet sec. 3.3); ``binary_margin`` (multitask, sec. 4.3).
+    ``augment``: ``random`` (one stored augmentation per image
     and epoch, sec. 3.1), ``all`` (every stored augmentation, every epoch) or ``auto``
     (``all`` below :data:`AUTO_ALL_BELOW` training images, else ``random``).
     ``distribute``: data-parallel over all local devices (:mod:`.distribute`); the
-    batch size is rounded up to a multiple of the device count.  Features larger than
-    ``memory_limit`` bytes are streamed from the store (bounded prefetch queue); the
-    history records the feeder's time (``feed_s``, ``feed_share``, ``peak_batches``).  Schedule arguments: see
+    batch size is rounded up to a multiple of the device count (not with
+    ``precision="auto"``).  Features larger than ``memory_limit`` bytes are streamed
+    from the store (bounded prefetch queue); the history records the feeder's time
+    (``feed_s``, ``feed_share``, ``peak_batches``).  Schedule arguments: see
     :class:`mlsp.training.schedule.MLSPSchedule`.  ``normalize_inputs`` puts a fixed
     per-channel standardisation (training-set mean / variance) in front of the head
     (not in the paper; it matters on small sets, see benchmarks/compare_training_defaults.py).
+    The model saved is the single-output test-time head.
     """
-    from ..heads import build_head, emd_loss, fit_baseline
-    from .extended import needs_extended, train_extended
+    from ..heads import fit_baseline
 
-    if needs_extended(head, objective, loss, precision, sample_weights, features) \
-            or (loss == "emd" and output == "mos"):
-        return train_extended(**{k: v for k, v in locals().items()
-                                 if k not in ("build_head", "emd_loss", "fit_baseline",
-                                              "needs_extended", "train_extended")},
-                              augment_resolver=resolve_augment)
-
+    output, objective, loss, precision, sample_weights, features = _check_options(
+        head, output, objective, loss, precision, sample_weights, features, distribute)
     start = time.monotonic()
     keras.utils.set_random_seed(int(seed))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store_path = Path(store_path)
-    kind = "wide" if head == "pool_3fc" else "narrow"
 
     with FeatureStore.open(store_path) as store:
         lab, al = _resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed)
@@ -388,72 +535,96 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     train_m, val_m, test_m = (split == s for s in ("train", "val", "test"))
     if train_m.sum() < 2:
         raise ValueError(f"only {int(train_m.sum())} training images after alignment/split")
+    lo, hi = lab.score_range
+    thr = accuracy_threshold((lo, hi))
+    y, n_bins, scores, vocab, mean, std = _targets(lab, output, loss, head, train_m,
+                                                   binary_margin, thr)
+    weights = None
+    if sample_weights == "variance":
+        if lab.distribution is None:
+            raise ValueError("sample_weights='variance' needs rating distributions in the labels")
+        weights = variance_weights(lab.distribution, _label_bin_scores(lab, lab.n_bins), train_m)
 
-    feats = StoreFeatures(store_path, levels, kind, memory_limit=memory_limit, progress=progress)
-    channels = feats.item_shape[-1]
+    feats = StoreFeatures(store_path, levels, features, memory_limit=memory_limit,
+                          progress=progress)
+    item_shape = feats.item_shape
     level_names = [lv.name for lv in feats.levels]
     level_channels = [lv.channels for lv in feats.levels]
-
-    lo, hi = lab.score_range
-    mean = float(lab.mos[train_m].mean())
-    std = float(lab.mos[train_m].std()) or 1.0
-    if output == "mos":
-        n_bins, scores = None, None
-        y = standardize(lab.mos, mean, std).astype(np.float32)[:, None]
-        loss = "mse"
-    elif output == "distribution":
-        if lab.distribution is None:
-            raise ValueError("output='distribution' needs rating distributions in the labels "
-                             "(e.g. AVA.txt, or p1..pK columns)")
-        n_bins = lab.n_bins
-        scores = _label_bin_scores(lab, n_bins)
-        y = lab.distribution.astype(np.float32)
-        loss = emd_loss(2)
-    else:
-        raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
-
+    channels = sum(level_channels)
     augment = resolve_augment(augment, int(train_m.sum()))
+    moments = _feature_moments(feats, rows[train_m]) if normalize_inputs else None
+    if workers is None:
+        workers = 1 if feats.in_memory else 2
+    tr_idx, va_idx = np.flatnonzero(train_m), np.flatnonzero(val_m)
+    switch_epoch = None
     with data_parallel(distribute) as dist:
         reps = dist["replicas"]
         batch_size = -(-int(batch_size) // reps) * reps
-        model = build_head(head, channels, level_channels=level_channels, wide_size=wide_size,
-                           output=output, n_bins=n_bins or 10, width=width, dropout=dropout,
-                           seed=seed)
-        if normalize_inputs:
-            model = _with_input_normalization(model, *_feature_moments(feats, rows[train_m]))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
-        if workers is None:
-            workers = 1 if feats.in_memory else 2
-        tr_idx, va_idx = np.flatnonzero(train_m), np.flatnonzero(val_m)
-        train_seq = FeatureSequence(feats, rows[tr_idx], y[tr_idx], batch_size, augment, True,
-                                    seed, workers=workers, multiple_of=reps)
-        val_seq = (FeatureSequence(feats, rows[va_idx], y[va_idx], batch_size, "all", False,
-                                   seed, workers=workers, multiple_of=reps)
-                   if va_idx.size else None)
-        sched = MLSPSchedule(initial_lr=lr, step_epochs=step_epochs, patience=patience,
-                             min_lr=min(min_lr, lr), stop_patience=stop_patience,
-                             monitor="val_loss" if val_seq is not None else "loss",
-                             verbose=int(progress))
-        hist = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs),
-                         callbacks=[sched, FeedTimer(train_seq)], verbose=2 if progress else 0)
+
+        def build(policy):
+            return _build_models(policy, head, item_shape, features, level_channels, wide_size,
+                                 output, n_bins, width, dropout, seed, objective, loss, scores,
+                                 std, len(vocab), moments, precision != "float32")
+
+        def sequence(idx, train):
+            if not idx.size:
+                return None
+            w = None if weights is None else weights[idx]
+            if objective == "mlsp":  # one stored augmentation a sample
+                return FeatureSequence(feats, rows[idx], y[idx], batch_size,
+                                       augment if train else "all", train, seed,
+                                       workers=workers, multiple_of=reps, sample_weights=w)
+            per = max(1, batch_size // feats.n_aug) if reps == 1 else \
+                max(reps, batch_size // feats.n_aug // reps * reps)
+            return AllAugmentationsSequence(feats, rows[idx], y[idx], per, train, seed, w,
+                                            workers=workers, multiple_of=reps)
+
+        train_seq, val_seq = sequence(tr_idx, True), sequence(va_idx, False)
+        policy = "float32" if precision in ("float32", "auto") else precision
+        train_model, model = build(policy)
+        train_model.compile(optimizer=make_optimizer(policy, lr, monitored=precision == "auto"),
+                            loss=_loss_fn(head, objective, loss))
+        sched = PhasedSchedule(initial_lr=lr, step_epochs=step_epochs, patience=patience,
+                               min_lr=min(min_lr, lr), stop_patience=stop_patience,
+                               monitor="val_loss" if val_seq is not None else "loss",
+                               verbose=int(progress))
+        callbacks = [sched, FeedTimer(train_seq)]
+        monitor = None
+        if precision == "auto":
+            monitor = OverflowMonitor(DelayedEntryRule(), verbose=int(progress))
+            sched.pausing = True
+        hist = train_model.fit(train_seq, validation_data=val_seq, epochs=int(epochs),
+                               callbacks=callbacks + ([monitor] if monitor else []),
+                               verbose=2 if progress else 0)
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        if monitor is not None:
+            done = len(history.get("loss", []))
+            sched.pausing = False
+            history["mixed_precision"] = [0.0] * done
+            if monitor.switch and done < int(epochs) and not sched.stopped:
+                switch_epoch = done  # 0-based index of the first mixed-precision epoch
+                train_model, model = _switch_to_mixed(
+                    train_model, build, _loss_fn(head, objective, loss), sched, train_seq,
+                    val_seq, callbacks, epochs, done, progress, history)
+            else:
+                sched.on_train_end()
         dist["model_devices"] = model_devices(model) if distribute else 1
     if distribute:  # a plain single-device copy for scoring and saving
         model = _undistributed(model)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history.pop("learning_rate", None)
 
     sidecar = {
         "format": SIDECAR_FORMAT, "version": 1, "name": name or out.name,
         "head": head, "output": output, "n_bins": n_bins,
         "bin_scores": None if scores is None else scores.tolist(),
-        "pooling": kind, "wide_size": wide_size if kind == "wide" else 0,
+        "pooling": features, "wide_size": wide_size if features != "narrow" else 0,
         "levels": level_names, "level_channels": level_channels, "channels": int(channels),
         # what defines the features (store IDENTITY_KEYS), plus the weights' name to find them
         "features": {"weights": config.get("weights"),
                      **{k: config.get(k) for k in IDENTITY_KEYS}},
         "store": str(store_path.resolve()),
         "target": {"mean": mean, "std": std, "standardized": output == "mos"},
-        "score_range": [lo, hi], "accuracy_threshold": accuracy_threshold((lo, hi)),
+        "score_range": [lo, hi], "accuracy_threshold": thr,
         "train": {"epochs_run": len(history.get("loss", [])), "epochs": int(epochs),
                   "best_epoch": sched.best_epoch, "batch_size": int(batch_size), "lr": float(lr),
                   "augment": augment, "seed": int(seed), "width": width,
@@ -464,13 +635,15 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
                   "distribute": {k: (v if k != "devices" else [str(d) for d in v])
                                  for k, v in dist.items()} if distribute else None,
                   "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
-                  "n_test": int(test_m.sum()), "labels_source": lab.source},
+                  "n_test": int(test_m.sum()), "labels_source": lab.source,
+                  "objective": objective, "loss": loss, "precision": precision,
+                  "precision_switch_epoch": switch_epoch, "sample_weights": sample_weights,
+                  "binary_margin": float(binary_margin), "tags": [int(t) for t in vocab]},
         "mlsp_version": __version__, "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
     }
 
     mos_pred, dist_pred = score_rows(model, sidecar, feats, rows, batch_size)
-    thr = sidecar["accuracy_threshold"]
     metrics = {"alignment": report, "constant": {}, "baseline_ridge": {}}
     parts = {}
     for part, m in (("train", train_m), ("val", val_m), ("test", test_m)):
@@ -481,8 +654,8 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
         if res is not None:
             parts[part] = (lab.mos[m], mos_pred[m], res)
     if baseline:
-        metrics["baseline_ridge"] = _ridge(feats if kind == "narrow" else None, store_path, levels,
-                                           rows, lab, (train_m, val_m, test_m), thr,
+        metrics["baseline_ridge"] = _ridge(feats if features == "narrow" else None, store_path,
+                                           levels, rows, lab, (train_m, val_m, test_m), thr,
                                            baseline_max_rows, seed, memory_limit, progress,
                                            fit_baseline)
     feats.close()
@@ -497,13 +670,15 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
         w = csv.writer(f)
         w.writerow(["epoch", *keys])
         for e in range(len(history.get("loss", []))):
-            w.writerow([e + 1, *(history[k][e] for k in keys)])
+            w.writerow([e + 1, *(history[k][e] if e < len(history[k]) else "" for k in keys)])
     files.append(out / "history.csv")
     _write_predictions(out / "predictions.csv", lab.ids, split, lab.mos, mos_pred, dist_pred)
     files.append(out / "predictions.csv")
     if plots:
+        what = head if (objective, loss) in (("mlsp", "mse"), ("mlsp", "emd")) else \
+            f"{head} ({objective}, {loss})"
         p1 = plot_scatter(out / "scatter.png", {k: parts.get(k) for k in ("val", "test")},
-                          (lo, hi), f"{head} on {store_path.name}")
+                          (lo, hi), f"{what} on {store_path.name}")
         p2 = plot_history(out / "learning_curves.png", history)
         files += [p for p in (p1, p2) if p]
     result = TrainResult(out_dir=out, model=model, sidecar=sidecar, history=history,
