@@ -43,8 +43,9 @@ def run_demo(out="mlsp-demo", n_images=160, backbone="mobilenet_v2", alpha=0.35,
                         out_dir=out / "single_3fc", progress=progress, seed=0,
                         test_fraction=0.25, val_fraction=0.15)
     report["training"] = result.metrics
-    echo("Single-3FC on the stored features (test = held-out generated photos):")
-    echo(result.summary())
+    if not progress:  # with progress on, train_head has printed the summary already
+        echo("Single-3FC on the stored features (test = held-out generated photos):")
+        echo(result.summary())
     echo(f"model, metrics.json, predictions.csv, scatter.png, learning_curves.png in "
          f"{out / 'single_3fc'}")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
