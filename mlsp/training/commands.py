@@ -29,6 +29,21 @@ def _labels(path, test_list, val_fraction, seed):
     return labels
 
 
+def _training_run_options(fn):
+    """The options every ``ablate pooling`` / ``ablate objective`` run shares."""
+    for opt in reversed([
+            click.option("--epochs", default=100, show_default=True, type=int),
+            click.option("--lr", default=1e-4, show_default=True, type=float),
+            click.option("--batch-size", default=128, show_default=True, type=int),
+            click.option("--seed", default=0, show_default=True, type=int),
+            click.option("--test-list", type=click.Path(exists=True)),
+            click.option("--val-fraction", default=0.05, show_default=True, type=float),
+            click.option("--out", "out_dir", default="ablation", show_default=True,
+                         type=click.Path())]):
+        fn = opt(fn)
+    return fn
+
+
 @click.command()
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True),
@@ -214,13 +229,7 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
 @ablate.command("pooling")
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--test-list", type=click.Path(exists=True))
-@click.option("--val-fraction", default=0.05, show_default=True, type=float)
-@click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+@_training_run_options
 def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_list, val_fraction,
                        out_dir):
     """One head on area / ForePool / BackPool / SPP features (M+MNet Eq. 1-2, MTP-NasNet)."""
@@ -240,13 +249,7 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @click.option("--head", default="single_3fc", show_default=True,
               type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc", "mnet"]))
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--test-list", type=click.Path(exists=True))
-@click.option("--val-fraction", default=0.05, show_default=True, type=float)
-@click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+@_training_run_options
 def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed, test_list,
                          val_fraction, out_dir):
     """MLSP vs MP_avg / MP_min / MP_ada, and MSE / EMD / Re-EMD (Sheng et al.; M+MNet)."""
