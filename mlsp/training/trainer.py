@@ -819,6 +819,7 @@ def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epo
             ax.plot([r["k"] for r in rows], [np.nan if v is None else v for v in ys], "o-",
                     label=f"{part} SRCC")
     ax.set_xlabel("number of levels (from the last)")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # k counts levels
     ax.set_ylabel("SRCC")
     ax.set_title(f"{head}: SRCC vs levels (cf. MLSP Fig. 7)")
     ax.legend()
