@@ -114,3 +114,14 @@ def test_from_ava_errors_and_speed(tmp_path):
     ava.write_text(line.format(1, 5) + line.format(2, 5))
     with pytest.raises(ValueError, match="duplicate image id '5'"):
         from_ava(ava, tmp_path)
+
+
+def test_broken_symlink_is_listed_and_fails_with_its_reason(tmp_path):
+    from mlsp.images.decode import ImageDecodeError, decode_image
+
+    _touch(tmp_path, "a.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    items = from_folder(tmp_path)
+    assert [i.id for i in items] == ["a", "gone"]  # listed, so it is recorded, not lost
+    with pytest.raises(ImageDecodeError, match=r"gone\.jpg: broken symbolic link \(to .*nowhere"):
+        decode_image(items[1].path)

@@ -107,6 +107,9 @@ def _read_bytes(source: str | os.PathLike | bytes, name: str | None) -> tuple[st
     try:
         return name, Path(source).read_bytes()
     except OSError as e:
+        if os.path.islink(source) and not os.path.exists(source):
+            raise ImageDecodeError(
+                name, f"broken symbolic link (to {os.readlink(source)})") from None
         raise ImageDecodeError(name, f"cannot read file: {e.strerror or e}") from None
 
 

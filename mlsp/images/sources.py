@@ -49,7 +49,8 @@ def _read_text(file: str | os.PathLike) -> str:
 
 
 def from_folder(root: str | os.PathLike, recursive: bool = True) -> list[ImageItem]:
-    """List every regular file under ``root``, sorted, skipping hidden names.
+    """List every regular file (and broken symbolic link) under ``root``, sorted,
+    skipping hidden names.
 
     Files and folders whose name starts with '.' are skipped; extensions are
     not filtered. The id is the path relative to ``root`` ('/'-separated)
@@ -64,7 +65,8 @@ def from_folder(root: str | os.PathLike, recursive: bool = True) -> list[ImageIt
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for f in filenames:
             full = os.path.join(dirpath, f)
-            if not f.startswith(".") and os.path.isfile(full):
+            # broken symbolic links are listed too: they are recorded as failed, not lost
+            if not f.startswith(".") and (os.path.isfile(full) or os.path.islink(full)):
                 rels.append(Path(full).relative_to(root).as_posix())
     rels.sort()
     stems = [os.path.splitext(r)[0] for r in rels]
