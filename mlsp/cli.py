@@ -43,7 +43,10 @@ def collect_items(inputs, list_file=None, ava=None, images=None):
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            items.extend(from_folder(path))
+            found = from_folder(path)
+            if not found:
+                _fail(f"{path}: no files in this folder (hidden names are skipped)")
+            items.extend(found)
         elif path.exists():
             items.append(ImageItem(path.stem, str(path)))
         else:
@@ -54,6 +57,8 @@ def collect_items(inputs, list_file=None, ava=None, images=None):
         if not images:
             _fail("--ava needs --images DIR (the folder of AVA's ID.jpg files)")
         items.extend(from_ava(ava, images))
+    if not items and (list_file or ava):
+        _fail(f"{list_file or ava}: lists no images")
     if not items:
         _fail("no input images: give folders or files, --list FILE, or --ava AVA.txt --images DIR")
     check_unique(items)

@@ -125,3 +125,22 @@ def test_broken_symlink_is_listed_and_fails_with_its_reason(tmp_path):
     assert [i.id for i in items] == ["a", "gone"]  # listed, so it is recorded, not lost
     with pytest.raises(ImageDecodeError, match=r"gone\.jpg: broken symbolic link \(to .*nowhere"):
         decode_image(items[1].path)
+
+
+def test_cli_names_empty_inputs(tmp_path):
+    from click.testing import CliRunner
+
+    from mlsp.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty.csv").write_text("path\n")
+    for args, msg in ((["empty"], "empty: no files in this folder"),
+                      (["--list", "empty.csv"], "empty.csv: lists no images"),
+                      (["nothere"], "nothere: no such file or folder"),
+                      ([], "no input images")):
+        r = CliRunner().invoke(main, ["extract", *[str(tmp_path / a) if not a.startswith("-")
+                                                   else a for a in args], "-o",
+                                      str(tmp_path / "s.h5"), "--quiet"])
+        assert r.exit_code != 0 and msg in r.output, (args, r.output)
+        assert r.output.strip().count("\n") == 0  # one line
+    assert not (tmp_path / "s.h5").exists()  # nothing created for nothing to do
