@@ -201,7 +201,7 @@ def info(store, as_json):
                f"({levels[0].name} .. {levels[-1].name})" if levels else "  levels       none")
     click.echo(f"  augment      {len(data['augmentations'])}: {', '.join(data['augmentations'])}")
     kinds = [k for k in (cfg.get("pooling_kinds") or ["area"]) if k != "area"]
-    click.echo(f"  pooling      narrow 1x1" + (f", wide {cfg.get('pool_wide')}x{cfg.get('pool_wide')}" if cfg.get("pool_wide") else "")
+    click.echo("  pooling      narrow 1x1" + (f", wide {cfg.get('pool_wide')}x{cfg.get('pool_wide')}" if cfg.get("pool_wide") else "")
                + (f", also {', '.join(kinds)}" if kinds else "")
                + f"; max side {cfg.get('max_side') or 'none (full resolution)'}")
     if cfg.get("shard_count"):

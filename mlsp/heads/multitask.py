@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import ops
 
 from .losses import per_sample_emd
 from .models import _dense, _Seeds, fc3

@@ -13,14 +13,13 @@ MSE / EMD / Re-EMD under the MLSP objective.  Each writes a CSV and a PNG bar ch
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ..stores.features import FeatureStore
 
-__all__ = ["ablate_pooling", "ablate_objective", "POOLING_KINDS"]
+__all__ = ["ablate_levels", "ablate_pooling", "ablate_objective", "POOLING_KINDS"]
 
 POOLING_KINDS = (("area", "wide"), ("fore", "wide_fore"), ("back", "wide_back"), ("spp", "spp"))
 _METRICS = ("srcc", "plcc", "accuracy", "rmse", "emd")
@@ -45,7 +44,7 @@ def _write(out, stem, rows, label_key, title):
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    from .trainer import _plt
+    from ..evaluation.plots import _plt
 
     plt = _plt()
     done = [r for r in rows if r.get("note") in (None, "")]
@@ -124,4 +123,50 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
     if labels.distribution is None:
         rows.append({"run": "emd / re_emd", "note": "labels have no distributions; skipped"})
     _write(out, "ablation_objective", rows, "run", f"{head}: objectives and losses")
+    return rows
+
+
+def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epochs=100,
+                  ks=None, progress=True, **kw) -> list[dict]:
+    """Train ``head`` on the last k levels for k = 1..L (MLSP Fig. 7); CSV + PNG."""
+    from ..evaluation.plots import _plt
+    from .trainer import _f, train_head
+
+    with FeatureStore.open(store_path) as store:
+        n_levels = len(store.levels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in (ks or range(1, n_levels + 1)):
+        res = train_head(store_path, labels, head=head, levels=f"-{k}:", epochs=epochs,
+                         out_dir=out / f"last_{k:02d}", progress=False, **kw)
+        row = {"k": k, "channels": res.sidecar["channels"], "epochs_run":
+               res.sidecar["train"]["epochs_run"]}
+        for part in ("val", "test"):
+            m = res.metrics.get(part) or {}
+            row[f"{part}_srcc"], row[f"{part}_plcc"] = m.get("srcc"), m.get("plcc")
+        rows.append(row)
+        if progress:
+            print(f"last {k:2d} levels ({row['channels']} channels): val SRCC "
+                  f"{_f(row['val_srcc'])}, test SRCC {_f(row['test_srcc'])}")
+    keys = list(rows[0]) if rows else ["k"]
+    with open(out / "ablation_levels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for part in ("val", "test"):
+        ys = [r[f"{part}_srcc"] for r in rows]
+        if any(v is not None for v in ys):
+            ax.plot([r["k"] for r in rows], [np.nan if v is None else v for v in ys], "o-",
+                    label=f"{part} SRCC")
+    ax.set_xlabel("number of levels (from the last)")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # k counts levels
+    ax.set_ylabel("SRCC")
+    ax.set_title(f"{head}: SRCC vs levels (cf. MLSP Fig. 7)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "ablation_levels.png", dpi=110)
+    plt.close(fig)
     return rows

@@ -211,7 +211,7 @@ def ablate():
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
 def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir):
     """Train HEAD on the last k levels, k = 1..L (MLSP Fig. 7)."""
-    from .trainer import ablate_levels
+    from .ablations import ablate_levels
 
     try:
         labels = _labels(labels_file, test_list, val_fraction, seed)

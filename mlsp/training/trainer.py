@@ -22,14 +22,14 @@ import numpy as np
 
 from .. import __version__
 from ..stores.features import IDENTITY_KEYS, FeatureStore, StoreError, config_mismatch
-from .data import KIND_POOLING, FeatureSequence, FeedTimer, StoreFeatures, feature_parts, \
-    predict_averaged
+from .data import FeatureSequence, FeedTimer, StoreFeatures, predict_averaged
 from .distribute import data_parallel, model_devices
 from .extended import variance_weights
 from .objectives import OBJECTIVES, AllAugmentationsSequence, MultiPatchModel
 from .precision import (PRECISIONS, DelayedEntryRule, OverflowMonitor, copy_optimizer_state,
                         make_optimizer, policy_scope, with_float32_output)
 from .schedule import PhasedSchedule
+from ..evaluation.plots import plot_history, plot_scatter  # noqa: F401 (also re-exported)
 
 __all__ = ["TrainResult", "train_head", "load_trained", "check_compatible", "score_rows",
            "evaluate_trained", "ablate_levels", "accuracy_threshold", "SIDECAR", "MODEL_FILE"]
@@ -245,65 +245,6 @@ def _write_predictions(path, ids, split, mos_true, mos_pred, dist_pred):
             if k:
                 row += [f"{v:.6f}" for v in dist_pred[i]]
             w.writerow(row)
-
-
-# -- plots --------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_scatter(path, parts: dict, score_range, title=""):
-    """Predicted vs true MOS, one panel per split, SRCC / PLCC in the panel titles."""
-    plt = _plt()
-    parts = {k: v for k, v in parts.items() if v is not None and len(v[0])}
-    if not parts:
-        return None
-    fig, axes = plt.subplots(1, len(parts), figsize=(4.5 * len(parts), 4.3), squeeze=False)
-    lo, hi = score_range
-    for ax, (name, (t, p, m)) in zip(axes[0], parts.items()):
-        ax.scatter(t, p, s=8, alpha=0.6)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_xlabel("true MOS")
-        ax.set_ylabel("predicted MOS")
-        ax.set_title(f"{name} (n={len(t)}): SRCC {_f(m['srcc'])}, PLCC {_f(m['plcc'])}")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_history(path, history: dict):
-    """Training / validation loss per epoch, learning rate on a log axis."""
-    plt = _plt()
-    n = len(history.get("loss", []))
-    if not n:
-        return None
-    ep = np.arange(1, n + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.plot(ep, history["loss"], label="train loss")
-    if "val_loss" in history:
-        ax.plot(ep, history["val_loss"], label="val loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    if "lr" in history:
-        ax2.plot(ep, history["lr"], "k:", label="learning rate")
-        ax2.set_yscale("log")
-        ax2.set_ylabel("learning rate")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # -- training -----------------------------------------------------------------------------
@@ -785,45 +726,8 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     return result
 
 
-# -- MLSP Fig. 7: performance vs number of levels -----------------------------------------
-def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epochs=100,
-                  ks=None, progress=True, **kw) -> list[dict]:
-    """Train ``head`` on the last k levels for k = 1..L (MLSP Fig. 7); CSV + PNG."""
-    with FeatureStore.open(store_path) as store:
-        n_levels = len(store.levels)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for k in (ks or range(1, n_levels + 1)):
-        res = train_head(store_path, labels, head=head, levels=f"-{k}:", epochs=epochs,
-                         out_dir=out / f"last_{k:02d}", progress=False, **kw)
-        row = {"k": k, "channels": res.sidecar["channels"], "epochs_run":
-               res.sidecar["train"]["epochs_run"]}
-        for part in ("val", "test"):
-            m = res.metrics.get(part) or {}
-            row[f"{part}_srcc"], row[f"{part}_plcc"] = m.get("srcc"), m.get("plcc")
-        rows.append(row)
-        if progress:
-            print(f"last {k:2d} levels ({row['channels']} channels): val SRCC "
-                  f"{_f(row['val_srcc'])}, test SRCC {_f(row['test_srcc'])}")
-    keys = list(rows[0]) if rows else ["k"]
-    with open(out / "ablation_levels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for part in ("val", "test"):
-        ys = [r[f"{part}_srcc"] for r in rows]
-        if any(v is not None for v in ys):
-            ax.plot([r["k"] for r in rows], [np.nan if v is None else v for v in ys], "o-",
-                    label=f"{part} SRCC")
-    ax.set_xlabel("number of levels (from the last)")
-    ax.xaxis.get_major_locator().set_params(integer=True)  # k counts levels
-    ax.set_ylabel("SRCC")
-    ax.set_title(f"{head}: SRCC vs levels (cf. MLSP Fig. 7)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "ablation_levels.png", dpi=110)
-    plt.close(fig)
-    return rows
+def ablate_levels(*args, **kw):
+    """Moved to :func:`mlsp.training.ablations.ablate_levels` (kept here for old imports)."""
+    from .ablations import ablate_levels as run
+
+    return run(*args, **kw)
