@@ -202,34 +202,66 @@ class FeedStats:
     """Thread-safe accounting of a feeder: time spent preparing batches and the
     number of batches alive at once (a batch counts from its creation in
     ``__getitem__`` until the consumer drops it, i.e. until Keras has copied
-    it to the device; the prefetch queue holds at most ``max_queue_size``)."""
+    it to the device; the prefetch queue holds at most ``max_queue_size``).
 
-    def __init__(self):
-        self._lock = threading.Lock()
+    ``max_live`` adds back-pressure: :meth:`wait_for_room` holds a feeder thread
+    while that many batches are alive, so memory stays bounded even where the
+    consumer keeps batches longer than the queue (JAX's asynchronous dispatch
+    runs ahead of the computation and keeps each step's input until it has run).
+    The wait gives up after ``timeout`` seconds (then collects garbage once and goes
+    on), so a consumer that never releases cannot deadlock training."""
+
+    def __init__(self, max_live: int | None = None, timeout: float = 5.0):
+        self.max_live, self.timeout = max_live, float(timeout)
+        # re-entrant: a batch's finalizer may run (garbage collection) while this thread
+        # already holds the lock
+        self._cond = threading.Condition(threading.RLock())
         self.reset()
 
     def reset(self):
-        with self._lock:
+        with self._cond:
             self.seconds, self.batches, self.samples = 0.0, 0, 0
             self.live, self.peak_live = 0, 0
+            self.waited_s = 0.0
 
     def _done(self):
-        with self._lock:
+        with self._cond:
             self.live -= 1
+            self._cond.notify()
 
-    def record(self, seconds, x):
-        with self._lock:
+    def wait_for_room(self) -> bool:
+        """Block while ``max_live`` batches are alive (at most ``timeout`` seconds), then
+        reserve a place for the batch about to be made (True; pass ``reserved=True`` to
+        :meth:`record`, or call :meth:`_done` if making it fails)."""
+        if not self.max_live:
+            return False
+        t0 = time.perf_counter()
+        with self._cond:
+            room = self._cond.wait_for(lambda: self.live < self.max_live, self.timeout)
+        if not room:
+            import gc
+
+            gc.collect()  # batches held only by reference cycles
+        with self._cond:
+            self.waited_s += time.perf_counter() - t0
+            self.live += 1
+            self.peak_live = max(self.peak_live, self.live)
+        return True
+
+    def record(self, seconds, x, reserved: bool = False):
+        with self._cond:
             self.seconds += seconds
             self.batches += 1
             self.samples += len(x)
-            self.live += 1
-            self.peak_live = max(self.peak_live, self.live)
+            if not reserved:
+                self.live += 1
+                self.peak_live = max(self.peak_live, self.live)
         weakref.finalize(x, self._done)
 
     def snapshot(self) -> dict:
-        with self._lock:
+        with self._cond:
             return {"seconds": self.seconds, "batches": self.batches, "samples": self.samples,
-                    "live": self.live, "peak_live": self.peak_live}
+                    "live": self.live, "peak_live": self.peak_live, "waited_s": self.waited_s}
 
 
 class FeatureSequence(keras.utils.PyDataset):
@@ -273,7 +305,9 @@ class FeatureSequence(keras.utils.PyDataset):
         self.multiple_of = max(1, int(multiple_of))
         if self.batch_size % self.multiple_of:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of {self.multiple_of}")
-        self.stats = FeedStats()
+        # back-pressure: the queue, one batch per worker, and a few in the consumer's hands
+        self.max_live = int(max_queue_size) + max(1, int(workers)) + 4
+        self.stats = FeedStats(self.max_live)
 
     # -- the epoch's sample list ----------------------------------------------------------
     @property
@@ -313,14 +347,20 @@ class FeatureSequence(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
+        reserved = self.stats.wait_for_room()
         t0 = time.perf_counter()
-        items, augs = self.plan()
-        start = index * self.batch_size
-        stop = min(start + self.batch_size, self.n_samples)
-        stop -= (stop - start) % self.multiple_of
-        it, au = items[start:stop], augs[start:stop]
-        x = self.features.get(self.rows[it], None if self.augment == "patches" else au)
-        self.stats.record(time.perf_counter() - t0, x)
+        try:
+            items, augs = self.plan()
+            start = index * self.batch_size
+            stop = min(start + self.batch_size, self.n_samples)
+            stop -= (stop - start) % self.multiple_of
+            it, au = items[start:stop], augs[start:stop]
+            x = self.features.get(self.rows[it], None if self.augment == "patches" else au)
+        except BaseException:
+            if reserved:
+                self.stats._done()
+            raise
+        self.stats.record(time.perf_counter() - t0, x, reserved)
         if self.targets is None:
             return (x,)
         if self.sample_weights is None:
@@ -334,8 +374,9 @@ class FeedTimer(keras.callbacks.Callback):
     spent preparing its batches, summed over feeder threads), ``feed_share``
     (``feed_s / train_s``: the share of step time that would be spent waiting
     for data without prefetching; an upper bound of the actual wait, which
-    prefetching hides while the share stays below ~1) and ``peak_batches``
-    (most batches alive at once)."""
+    prefetching hides while the share stays below ~1), ``peak_batches``
+    (most batches alive at once) and ``held_s`` (time feeder threads were held
+    because ``max_live`` batches were alive: the consumer, not the feeder, was behind)."""
 
     def __init__(self, sequence: "FeatureSequence"):
         super().__init__()
@@ -361,6 +402,7 @@ class FeedTimer(keras.callbacks.Callback):
         logs["feed_s"] = feed_s
         logs["feed_share"] = feed_s / train_s if train_s > 0 else 0.0
         logs["peak_batches"] = float(s["peak_live"])
+        logs["held_s"] = s["waited_s"] - self._s0["waited_s"]  # feeder held by back-pressure
 
 
 def test_augmentations(features) -> list:
