@@ -175,3 +175,18 @@ def test_multi_3fc_loads_in_safe_mode(real):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(m.predict_on_batch(x)),
                                keras.ops.convert_to_numpy(res.model.predict_on_batch(x)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_models_on_bundled_weights_find_them_again(tmp_path):
+    from mlsp.extract.backbones import sha256_file
+    from mlsp.training.predict import find_weights
+
+    name = "bundled:" + WEIGHTS.name
+    sha = sha256_file(WEIGHTS)
+    assert find_weights({"weights": name, "weights_sha256": sha}) == "bundled"
+    # a different file under the same name (another release): looked for by name, by hash
+    with pytest.raises(FileNotFoundError, match=WEIGHTS.name.replace(".", r"\.")):
+        find_weights({"weights": name, "weights_sha256": "0" * 64}, model_dir=tmp_path)
+    other = tmp_path / WEIGHTS.name
+    other.write_bytes(WEIGHTS.read_bytes())
+    assert find_weights({"weights": name, "weights_sha256": sha}, hint=tmp_path) == str(other)

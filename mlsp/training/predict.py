@@ -39,7 +39,8 @@ def expand_inputs(paths_or_folders) -> list:
 def find_weights(features: dict, hint=None, model_dir=None) -> str:
     """The weights argument for MLSPModel that reproduces the recorded ``features``.
 
-    ``imagenet`` / ``none`` are used as such; a weights file recorded by name is looked
+    ``imagenet`` / ``none`` are used as such, weights shipped with mlsp (``bundled:...``)
+    when the shipped file has the recorded hash; a weights file recorded by name is looked
     for at ``hint``, in the model folder, the working directory, ``$MLSP_WEIGHTS_DIR``
     and the Keras cache, and must have the recorded SHA-256.
     """
@@ -49,6 +50,15 @@ def find_weights(features: dict, hint=None, model_dir=None) -> str:
     if name.lower() in ("imagenet", "none", "random"):
         return name
     want = str(features.get("weights_sha256", ""))
+    if name.startswith("bundled:"):  # weights shipped with mlsp
+        from ..data import BUNDLED_WEIGHTS
+
+        name = name[len("bundled:"):]
+        for path in BUNDLED_WEIGHTS.values():
+            if not hint and path.name == name and path.is_file() \
+                    and (not want or sha256_file(path) == want):
+                return "bundled"
+        # else (another release's file, or a hint): look for the file by name and hash
     candidates = []
     if hint:
         h = Path(hint)
