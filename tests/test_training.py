@@ -291,6 +291,16 @@ def test_cli_train_and_evaluate(trained, tmp_path):
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert ev["metrics"]["n"] == 59 and "SRCC" in r.output
+    # --split needs a split: a one-line error, not a traceback; --test-list gives one
+    r = CliRunner().invoke(evaluate, [str(res.out_dir), str(path), "--labels", str(lab),
+                                      "--split", "test"])
+    assert r.exit_code == 1 and "no split column, so no 'test' split" in r.output
+    assert r.output.strip().count("\n") == 0
+    (tmp_path / "test.txt").write_text("".join(f"{i}\n" for i in labels.ids[:10]))
+    r = CliRunner().invoke(evaluate, [str(res.out_dir), str(path), "--labels", str(lab),
+                                      "--test-list", str(tmp_path / "test.txt")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["n"] == 10
 
 
 def test_cli_train_predict_and_ablate_levels(trained, tmp_path):

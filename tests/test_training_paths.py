@@ -190,3 +190,31 @@ def test_models_on_bundled_weights_find_them_again(tmp_path):
     other = tmp_path / WEIGHTS.name
     other.write_bytes(WEIGHTS.read_bytes())
     assert find_weights({"weights": name, "weights_sha256": sha}, hint=tmp_path) == str(other)
+
+
+def test_foreback_model_scores_photos_as_it_scores_its_store(tmp_path):
+    """A composite feature kind (wide_foreback: ForePool and BackPool side by side) is
+    rebuilt the same way when photos are scored end to end."""
+    from mlsp.extract.extractor import ExtractOptions, extract
+    from mlsp.images.sources import from_list
+    from mlsp.images.synthetic import make_synthetic_set
+    from mlsp.labels import load_labels
+    from mlsp.training.predict import predict_images, predict_store
+
+    labels_csv = make_synthetic_set(tmp_path / "photos", n=8, seed=1, min_side=64, max_side=96)
+    opts = ExtractOptions(backbone="mobilenet_v2", alpha=0.35, weights=str(WEIGHTS),
+                          wide_size=3, workers=1, pooling=("area", "fore", "back"))
+    store = tmp_path / "fb.h5"
+    assert extract(from_list(labels_csv), store, opts, progress=False).done == 8
+    res = train_head(store, load_labels(labels_csv), head="mnet", features="wide_foreback",
+                     epochs=1, batch_size=8, width=16, val_fraction=0.25, levels="-2:",
+                     out_dir=tmp_path / "m", progress=False, plots=False, baseline=False)
+    assert res.sidecar["pooling"] == "wide_foreback"
+    from_store = {r["id"]: r["score"] for r in predict_store(res.out_dir, store, progress=False)}
+    photos = sorted((tmp_path / "photos").glob("*.jpg"))[:3]
+    rows = predict_images(res.out_dir, [str(p) for p in photos], weights=str(WEIGHTS),
+                          progress=False)
+    assert all(r.get("error") is None for r in rows), rows
+    for r in rows:
+        assert r["score"] == pytest.approx(from_store[r["id"]], abs=1e-4)
+    keras.backend.clear_session()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 __all__ = ["commands", "train", "evaluate", "predict", "ablate"]
 
@@ -119,17 +120,27 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @click.option("--split", default=None, type=click.Choice(["train", "val", "test"]),
-              help="Only this split of the labels (needs a split column).")
+              help="Only this split of the labels (a split column, or test = --test-list).")
+@click.option("--test-list", type=click.Path(exists=True),
+              help="Ids of the test images (as given to mlsp train); implies --split test.")
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help="Write evaluation.json, predictions.csv and scatter.png here.")
-def evaluate(model, store, labels_file, split, out_dir):
+def evaluate(model, store, labels_file, split, test_list, out_dir):
     """Evaluate a trained MODEL on the labelled images of STORE."""
-    from ..labels import load_labels
+    from ..labels import load_labels, read_id_list
     from .trainer import _f, evaluate_trained
 
     try:
-        res = evaluate_trained(model, store, load_labels(labels_file), out_dir=out_dir,
-                               split=split, progress=False)
+        labels = load_labels(labels_file)
+        if test_list:
+            if split not in (None, "test"):
+                raise ValueError(f"--test-list selects the test split, not {split!r}")
+            test = set(read_id_list(test_list))
+            split = "test"
+            labels = labels.subset(np.array([i in test for i in labels.ids], bool))
+            labels.split = np.full(len(labels), "test", dtype=object)
+        res = evaluate_trained(model, store, labels, out_dir=out_dir, split=split,
+                               progress=False)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     m = res["metrics"]

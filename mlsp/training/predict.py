@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..stores.features import FeatureStore, StoreError
-from .data import StoreFeatures
+from .data import StoreFeatures, feature_parts
 from .trainer import check_compatible, load_trained, outputs_to_scores, score_rows
 
 __all__ = ["predict_images", "predict_store", "find_weights", "expand_inputs"]
@@ -122,14 +122,17 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
                                 pooling=opts.pooling)
     check_compatible(sidecar, store_config(mlsp_model, opts))
     index = _level_index(mlsp_model.levels, sidecar)
+    parts = feature_parts(sidecar["pooling"])
     items = expand_inputs(paths_or_folders)
     out = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
         try:
             batch, _, _, _ = prepare(str(it.path), opts, mlsp_model.min_side)
-            f = run_model(mlsp_model, batch, opts.max_batch_pixels)[sidecar["pooling"]]
-            # the store keeps float16: round the same way for identical scores
-            x = f.astype(np.float16).astype(np.float32)[..., index]
+            pooled = run_model(mlsp_model, batch, opts.max_batch_pixels)
+            # the store keeps float16: round the same way for identical scores; a composite
+            # kind (wide_foreback) is its parts' selected channels side by side, as in training
+            x = np.concatenate([pooled[part].astype(np.float16).astype(np.float32)[..., index]
+                                for part in parts], axis=-1)
             raw = np.asarray(model.predict_on_batch(x)).reshape(len(x), -1).mean(axis=0)
             mos, dist = outputs_to_scores(raw[None], sidecar)
             out.append(_row(it.id, str(it.path), mos[0], None if dist is None else dist[0]))

@@ -702,7 +702,12 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     lab = labels.subset(al.label_index)
     rows = al.store_index
     if split is not None:
+        if lab.split is None:
+            raise ValueError(f"{lab.source or 'labels'}: no split column, so no {split!r} split "
+                             "(add a split column, or pass the test ids with --test-list)")
         keep = lab.split_mask(split)
+        if not keep.any():
+            raise ValueError(f"{lab.source or 'labels'}: no extracted image in split {split!r}")
         lab, rows = lab.subset(keep), rows[keep]
     feats = StoreFeatures(store_path, sidecar["levels"], sidecar["pooling"], progress=progress)
     try:
