@@ -339,3 +339,14 @@ def test_test_time_average_skips_corner_grid_rows():
     assert test_augmentations(grid) == list(range(8))
     plain = SimpleNamespace(augmentations=list(augmentation_names("crops")), n_aug=8)
     assert test_augmentations(plain) == list(range(8))
+
+
+@pytest.mark.parametrize("kw, msg", [({"batch_size": 0}, "batch_size must be a positive"),
+                                     ({"epochs": 0}, "epochs must be a positive"),
+                                     ({"width": 0}, "width must be a positive"),
+                                     ({"lr": -1e-4}, "lr must be a positive")])
+def test_bad_numbers_are_refused_before_training(trained, tmp_path, kw, msg):
+    path, _, labels, _ = trained
+    with pytest.raises(ValueError, match=msg):
+        train_head(path, labels, out_dir=tmp_path / "m", progress=False, **kw)
+    assert not (tmp_path / "m" / "model.keras").exists()

@@ -458,6 +458,12 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
 
     output, objective, loss, precision, sample_weights, features = _check_options(
         head, output, objective, loss, precision, sample_weights, features, distribute)
+    for opt, value in (("epochs", epochs), ("batch_size", batch_size),
+                       ("width", 1 if width is None else width)):
+        if int(value) < 1 or int(value) != value:
+            raise ValueError(f"{opt} must be a positive whole number, got {value!r}")
+    if not (float(lr) > 0 and math.isfinite(float(lr))):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
     start = time.monotonic()
     keras.utils.set_random_seed(int(seed))
     out = Path(out_dir)
