@@ -155,9 +155,12 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
             raise click.BadParameter(str(err), param_hint="--shard") from None
         click.echo(f"shard {shard}: {len(items)} of {extra['list_images']} images, "
                    f"rows {extra['shard_offset']}..{extra['shard_offset'] + len(items) - 1}")
-    opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
-                          augmentation=augmentation, wide_size=wide_size, max_side=max_side,
-                          workers=workers, flush_every=flush_every, pooling=kinds)
+    try:
+        opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
+                              augmentation=augmentation, wide_size=wide_size, max_side=max_side,
+                              workers=workers, flush_every=flush_every, pooling=kinds)
+    except ValueError as err:
+        _fail("--" + str(err).replace("_", "-"))
     from .extract.ray_engine import RayUnavailableError, extract_with_ray  # imports no Ray itself
 
     if engine != "ray" and (ray_address or ray_actors or ray_gpus_per_actor):
@@ -171,7 +174,7 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
         else:
             summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
                                   progress=not quiet, limit=limit, extra_config=extra)
-    except (WeightsUnavailableError, StoreError, RayUnavailableError) as err:
+    except (WeightsUnavailableError, StoreError, RayUnavailableError, ValueError) as err:
         _fail(str(err))
     _print_summary(summary, out)
 

@@ -191,3 +191,19 @@ def test_level_selection(tmp_path, photos, model):
         assert len(levels) == 2 and list(idx) == list(range(16))
         with pytest.raises(StoreError, match="no level"):
             fs.select_levels("mixed_99")
+
+
+def test_meaningless_options_are_refused_up_front(tmp_path):
+    from mlsp.extract.extractor import ExtractOptions, check_max_side
+
+    for kw, msg in (({"wide_size": -1}, "wide_size must be a whole number >= 0"),
+                    ({"workers": -1}, "workers must be"),
+                    ({"crop_fraction": 0}, "crop_fraction must be in"),
+                    ({"max_side": 2.5}, "max_side must be a whole number")):
+        with pytest.raises(ValueError, match=msg):
+            ExtractOptions(**kw)
+    # a cap below what the backbone needs would be undone by the minimum-size rule
+    with pytest.raises(ValueError, match="max_side 80 is too small.*must be >= 86"):
+        check_max_side(ExtractOptions(max_side=80), 75)
+    check_max_side(ExtractOptions(max_side=86), 75)  # floor(0.875 * 86) = 75
+    check_max_side(ExtractOptions(max_side=75, augmentation="whole"), 75)

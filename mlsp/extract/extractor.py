@@ -11,6 +11,7 @@ the same job again resumes at the first image not done.
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
 import time
@@ -23,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..images.decode import ImageDecodeError, decode_image
 from ..stores.features import FeatureStore, StoreError, config_mismatch
-from .augment import augment, augmentation_names, fit_scale, rescale
+from .augment import CROP_MODES, augment, augmentation_names, fit_scale, rescale
 from .model import SPP_CELLS, SPP_LEVELS, MLSPModel, normalize_pooling
 
 
@@ -49,6 +50,34 @@ class ExtractOptions:
     max_batch_pixels: int = 8_000_000  # split the crops of huge images into smaller passes
     flush_every: int = 16
     flush_seconds: float = 5.0
+
+    def __post_init__(self):
+        """Refuse values that cannot mean anything, naming the option."""
+        def whole(name, low):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {v!r}")
+
+        whole("wide_size", 0)
+        whole("workers", 0)
+        whole("flush_every", 0)
+        whole("max_pixels", 1)
+        if self.max_side is not None:
+            whole("max_side", 0)  # 0 = no cap
+        if not 0 < float(self.crop_fraction) <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+
+
+def check_max_side(opts: ExtractOptions, min_side: int) -> None:
+    """A ``max_side`` cap whose crops would be smaller than the backbone's minimum input
+    cannot be honoured (the minimum rule would upscale again): refuse it up front."""
+    if not opts.max_side:
+        return
+    frac = opts.crop_fraction if opts.augmentation in CROP_MODES else 1.0
+    if math.floor(frac * opts.max_side) < min_side:
+        need = math.ceil(min_side / frac)
+        raise ValueError(f"max_side {opts.max_side} is too small for {opts.backbone}: its "
+                         f"inputs need at least {min_side} px, so max_side must be >= {need}")
 
 
 @dataclass
@@ -253,6 +282,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     elif {"fore", "back"} & set(pooling) and model.wide_size != opts.wide_size:
         raise ValueError(f"the model pools to {model.wide_size}x{model.wide_size}, the options "
                          f"ask for wide size {opts.wide_size}")
+    check_max_side(opts, model.min_side)
     store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
     pending = np.flatnonzero(store.status == 0)
     if limit is not None:

@@ -59,7 +59,8 @@ import numpy as np
 
 from . import extractor as _extractor
 from .augment import augmentation_names
-from .extractor import ExtractOptions, ExtractSummary, open_or_create_store, prepare, run_model
+from .extractor import (ExtractOptions, ExtractSummary, check_max_side, open_or_create_store,
+                        prepare, run_model)
 from .model import MLSPModel, normalize_pooling
 
 __all__ = ["extract_with_ray", "RayUnavailableError"]
@@ -263,6 +264,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
         _hide_gpus_from_driver()
     model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
                       pooling=pooling)
+    check_max_side(opts, model.min_side)
     store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
     start = time.monotonic()
     failures_now, done_now, started_ray = [], 0, False
