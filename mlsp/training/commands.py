@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 __all__ = ["commands", "train", "evaluate", "predict", "ablate"]
 
@@ -135,10 +134,8 @@ def evaluate(model, store, labels_file, split, test_list, out_dir):
         if test_list:
             if split not in (None, "test"):
                 raise ValueError(f"--test-list selects the test split, not {split!r}")
-            test = set(read_id_list(test_list))
             split = "test"
-            labels = labels.subset(np.array([i in test for i in labels.ids], bool))
-            labels.split = np.full(len(labels), "test", dtype=object)
+            labels = labels.with_split(val_fraction=0.0, test_ids=read_id_list(test_list))
         res = evaluate_trained(model, store, labels, out_dir=out_dir, split=split,
                                progress=False)
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -204,12 +204,14 @@ class FeedStats:
     ``__getitem__`` until the consumer drops it, i.e. until Keras has copied
     it to the device; the prefetch queue holds at most ``max_queue_size``).
 
-    ``max_live`` adds back-pressure: :meth:`wait_for_room` holds a feeder thread
-    while that many batches are alive, so memory stays bounded even where the
-    consumer keeps batches longer than the queue (JAX's asynchronous dispatch
-    runs ahead of the computation and keeps each step's input until it has run).
-    The wait gives up after ``timeout`` seconds (then collects garbage once and goes
-    on), so a consumer that never releases cannot deadlock training."""
+    Every batch is counted from :meth:`acquire` (before it is made) to :meth:`release`
+    (when the consumer drops it, via a finalizer set by :meth:`record`).  ``max_live``
+    adds back-pressure: ``acquire`` holds a feeder thread while that many batches are
+    alive, so memory stays bounded even where the consumer keeps batches longer than
+    the queue (JAX's asynchronous dispatch runs ahead of the computation and keeps
+    each step's input until it has run).  The wait gives up after ``timeout`` seconds
+    (then collects garbage once and goes on), so a consumer that never releases
+    cannot deadlock training."""
 
     def __init__(self, max_live: int | None = None, timeout: float = 5.0):
         self.max_live, self.timeout = max_live, float(timeout)
@@ -224,39 +226,39 @@ class FeedStats:
             self.live, self.peak_live = 0, 0
             self.waited_s = 0.0
 
-    def _done(self):
+    def acquire(self):
+        """Count a batch about to be made, first waiting (at most ``timeout`` seconds)
+        while ``max_live`` batches are alive; the check and the count are one step, so
+        racing feeder threads cannot overshoot."""
+        t0 = time.perf_counter()
+        with self._cond:
+            if not self.max_live or self._cond.wait_for(
+                    lambda: self.live < self.max_live, self.timeout):
+                return self._count(t0)
+        import gc
+
+        gc.collect()  # timed out: batches held only by reference cycles go now
+        with self._cond:
+            self._count(t0)
+
+    def _count(self, t0):
+        self.waited_s += time.perf_counter() - t0
+        self.live += 1
+        self.peak_live = max(self.peak_live, self.live)
+
+    def release(self):
+        """A batch is gone (dropped by the consumer, or never made)."""
         with self._cond:
             self.live -= 1
             self._cond.notify()
 
-    def wait_for_room(self) -> bool:
-        """Block while ``max_live`` batches are alive (at most ``timeout`` seconds), then
-        reserve a place for the batch about to be made (True; pass ``reserved=True`` to
-        :meth:`record`, or call :meth:`_done` if making it fails)."""
-        if not self.max_live:
-            return False
-        t0 = time.perf_counter()
-        with self._cond:
-            room = self._cond.wait_for(lambda: self.live < self.max_live, self.timeout)
-        if not room:
-            import gc
-
-            gc.collect()  # batches held only by reference cycles
-        with self._cond:
-            self.waited_s += time.perf_counter() - t0
-            self.live += 1
-            self.peak_live = max(self.peak_live, self.live)
-        return True
-
-    def record(self, seconds, x, reserved: bool = False):
+    def record(self, seconds, x):
+        """The acquired batch ``x`` took ``seconds`` to make; released when it is dropped."""
         with self._cond:
             self.seconds += seconds
             self.batches += 1
             self.samples += len(x)
-            if not reserved:
-                self.live += 1
-                self.peak_live = max(self.peak_live, self.live)
-        weakref.finalize(x, self._done)
+        weakref.finalize(x, self.release)
 
     def snapshot(self) -> dict:
         with self._cond:
@@ -347,7 +349,7 @@ class FeatureSequence(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
-        reserved = self.stats.wait_for_room()
+        self.stats.acquire()
         t0 = time.perf_counter()
         try:
             items, augs = self.plan()
@@ -357,10 +359,9 @@ class FeatureSequence(keras.utils.PyDataset):
             it, au = items[start:stop], augs[start:stop]
             x = self.features.get(self.rows[it], None if self.augment == "patches" else au)
         except BaseException:
-            if reserved:
-                self.stats._done()
+            self.stats.release()
             raise
-        self.stats.record(time.perf_counter() - t0, x, reserved)
+        self.stats.record(time.perf_counter() - t0, x)
         if self.targets is None:
             return (x,)
         if self.sample_weights is None:

@@ -50,15 +50,18 @@ def find_weights(features: dict, hint=None, model_dir=None) -> str:
     if name.lower() in ("imagenet", "none", "random"):
         return name
     want = str(features.get("weights_sha256", ""))
-    if name.startswith("bundled:"):  # weights shipped with mlsp
-        from ..data import BUNDLED_WEIGHTS
+    if name.startswith("bundled:"):  # weights shipped with mlsp: resolved as extraction does
+        from ..extract.backbones import WeightsUnavailableError, get_backbone, resolve_weights
 
-        name = name[len("bundled:"):]
-        for path in BUNDLED_WEIGHTS.values():
-            if not hint and path.name == name and path.is_file() \
-                    and (not want or sha256_file(path) == want):
-                return "bundled"
-        # else (another release's file, or a hint): look for the file by name and hash
+        if not hint:
+            try:
+                shipped = resolve_weights(get_backbone(features["backbone"]),
+                                          float(features["alpha"]), "bundled")
+                if shipped.name == name and (not want or shipped.sha256 == want):
+                    return "bundled"
+            except (WeightsUnavailableError, KeyError, ValueError):
+                pass
+        name = name[len("bundled:"):]  # another release's file, or a hint: by name and hash
     candidates = []
     if hint:
         h = Path(hint)

@@ -29,10 +29,10 @@ from .objectives import OBJECTIVES, AllAugmentationsSequence, MultiPatchModel
 from .precision import (PRECISIONS, DelayedEntryRule, OverflowMonitor, copy_optimizer_state,
                         make_optimizer, policy_scope, with_float32_output)
 from .schedule import PhasedSchedule
-from ..evaluation.plots import plot_history, plot_scatter  # noqa: F401 (also re-exported)
+from ..evaluation.plots import _f, plot_history, plot_scatter  # noqa: F401 (_f re-exported)
 
 __all__ = ["TrainResult", "train_head", "load_trained", "check_compatible", "score_rows",
-           "evaluate_trained", "ablate_levels", "accuracy_threshold", "SIDECAR", "MODEL_FILE"]
+           "evaluate_trained", "accuracy_threshold", "SIDECAR", "MODEL_FILE"]
 
 MODEL_FILE, SIDECAR = "model.keras", "model.json"
 
@@ -79,10 +79,6 @@ class TrainResult:
                          f"acc {_f(m['accuracy'])} RMSE {_f(m['rmse'])} | ridge SRCC "
                          f"{_f(base.get('srcc'))} | constant RMSE {_f(const.get('rmse'))}")
         return "\n".join(lines)
-
-
-def _f(x, digits=3):
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 # -- targets ------------------------------------------------------------------------------
@@ -735,10 +731,3 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
         plot_scatter(out / "scatter.png", {split or "all": (lab.mos, mos_pred, metrics)},
                      lab.score_range, f"{sidecar.get('name', '')} on {Path(store_path).name}")
     return result
-
-
-def ablate_levels(*args, **kw):
-    """Moved to :func:`mlsp.training.ablations.ablate_levels` (kept here for old imports)."""
-    from .ablations import ablate_levels as run
-
-    return run(*args, **kw)
