@@ -462,8 +462,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     start = time.monotonic()
     keras.utils.set_random_seed(int(seed))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # made when there is something to write: a refused run leaves none
     store_path = Path(store_path)
 
     with FeatureStore.open(store_path) as store:
@@ -604,6 +603,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
     feats.close()
 
     files = []
+    out.mkdir(parents=True, exist_ok=True)
     model.save(out / MODEL_FILE)
     _write_json(out / SIDECAR, sidecar)
     _write_json(out / "metrics.json", metrics)
