@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from mlsp.labels import Labels
 from mlsp.stores.features import FeatureStore, Level
-from mlsp.training.trainer import load_trained, train_head
+from mlsp.model_format import read_model as load_trained
+from mlsp.training.trainer import train_head
 tmp = Path(tmp)
 n, A, C = 40, 8, 6
 cfg = {"backbone": "toy", "alpha": 1.0, "weights": "toy.h5", "weights_sha256": "abc",

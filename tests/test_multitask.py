@@ -9,8 +9,9 @@ from _mmstore import make_ext_store
 
 from mlsp.heads.multitask import (MTL_INIT_LOG_SIGMA, MultiTaskModel, build_multitask_net,
                                   multitask_total, pack_targets, tag_vocabulary)
-from mlsp.training.extended import variance_weights
-from mlsp.training.trainer import load_trained, train_head
+from mlsp.training.targets import variance_weights
+from mlsp.model_format import read_model as load_trained
+from mlsp.training.trainer import train_head
 
 
 def _f(x):

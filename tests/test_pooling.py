@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from mlsp.extract.pooling import AreaPooling2D, area_resize, area_weights_numpy
+from mlsp.layers.pooling import AreaPooling2D, area_resize, area_weights_numpy
 
 
 def _pool(x, size):

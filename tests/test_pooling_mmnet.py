@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from mlsp.extract.pooling import (
+from mlsp.layers.pooling import (
     BackPool2D, ForeBackPool2D, ForePool2D, SpatialPyramidPooling, adaptive_window, area_weights_numpy,
     window_membership_numpy,
 )

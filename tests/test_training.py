@@ -11,8 +11,11 @@ from mlsp.labels import Labels
 from mlsp.stores.features import FeatureStore, Level, StoreError
 from mlsp.training.data import FeatureSequence, StoreFeatures, predict_averaged
 from mlsp.training.schedule import MLSPSchedule, StepPlateauRule
-from mlsp.training.trainer import (bin_scores, check_compatible, load_trained, outputs_to_scores,
-                                   standardize, train_head)
+from mlsp.model_format import check_compatible
+from mlsp.model_format import read_model as load_trained
+from mlsp.trained_head import outputs_to_scores
+from mlsp.training.targets import bin_scores, standardize
+from mlsp.training.trainer import train_head
 
 N, A, LEVELS = 12, 8, [Level("block_a", 3, 0), Level("block_b", 2, 3)]
 C = 5
@@ -248,7 +251,7 @@ def test_training_writes_everything(trained):
 
 
 def test_load_trained_and_predict_store_agree(trained):
-    from mlsp.training.predict import predict_store
+    from mlsp.trained_head import predict_store
 
     path, ids, _, res = trained
     model, side = load_trained(res.out_dir)
@@ -270,7 +273,7 @@ def test_model_store_mismatch_is_one_clear_line(trained, tmp_path):
         check_compatible(side, other)
     msg = str(err.value)
     assert "\n" not in msg and "other.h5" in msg and "weights_sha256" in msg and "'abc'" in msg
-    from mlsp.training.predict import predict_store
+    from mlsp.trained_head import predict_store
 
     with pytest.raises(StoreError, match="crop_fraction"):
         make_store(tmp_path / "c.h5", config={**CONFIG, "crop_fraction": 0.5})

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_scatter", "plot_history"]
+from .reports import fmt
+
+__all__ = ["plot_scatter", "plot_history", "pyplot"]
 
 
-def _f(x, digits=3):
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +23,7 @@ def _plt():
 
 def plot_scatter(path, parts: dict, score_range, title=""):
     """Predicted vs true MOS, one panel per split, SRCC / PLCC in the panel titles."""
-    plt = _plt()
+    plt = pyplot()
     parts = {k: v for k, v in parts.items() if v is not None and len(v[0])}
     if not parts:
         return None
@@ -35,7 +34,7 @@ def plot_scatter(path, parts: dict, score_range, title=""):
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel("true MOS")
         ax.set_ylabel("predicted MOS")
-        ax.set_title(f"{name} (n={len(t)}): SRCC {_f(m['srcc'])}, PLCC {_f(m['plcc'])}")
+        ax.set_title(f"{name} (n={len(t)}): SRCC {fmt(m['srcc'])}, PLCC {fmt(m['plcc'])}")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -46,7 +45,7 @@ def plot_scatter(path, parts: dict, score_range, title=""):
 
 def plot_history(path, history: dict):
     """Training / validation loss per epoch, learning rate on a log axis."""
-    plt = _plt()
+    plt = pyplot()
     n = len(history.get("loss", []))
     if not n:
         return None

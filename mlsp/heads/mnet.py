@@ -37,8 +37,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..extract.pooling import BackPool2D, ForePool2D
-from .models import _final, _Seeds, fc3
+from ..layers.pooling import BackPool2D, ForePool2D
+from .blocks import DEFAULT_DROPOUT, Seeds, fc3, final
 
 __all__ = ["build_mnet", "ChannelSlice", "MNET_SOURCES"]
 
@@ -76,7 +76,7 @@ def _self_attention(x, heads, key_dim, seeds, name="fore_attention"):
 
 def build_mnet(channels, wide_size=5, output="mos", n_bins=10, source="area", pool_size=2,
                heads=4, key_dim=64, fuse_channels=512, width=None,
-               dropout=(0.25, 0.25, 0.5), seed=None) -> keras.Model:
+               dropout=DEFAULT_DROPOUT, seed=None) -> keras.Model:
     """MNet head (M+MNet sec. 3.1, Fig. 6) on stored (P, P, C) features; see the module doc.
 
     ``channels``: C of one branch (for ``source="foreback"`` the input has 2C).
@@ -85,7 +85,7 @@ def build_mnet(channels, wide_size=5, output="mos", n_bins=10, source="area", po
     if source not in MNET_SOURCES:
         raise ValueError(f"mnet source must be one of {MNET_SOURCES}, got {source!r}")
     c, p = int(channels), int(wide_size)
-    seeds = _Seeds(seed)
+    seeds = Seeds(seed)
     inp = keras.Input((p, p, 2 * c if source == "foreback" else c), dtype="float32",
                       name="features")
     if source == "foreback":
@@ -106,4 +106,4 @@ def build_mnet(channels, wide_size=5, output="mos", n_bins=10, source="area", po
     x = layers.Activation("relu", name="fuse_1x1_relu")(x)
     x = layers.Flatten(name="fuse_flatten")(x)
     x = fc3(x, width or 2048, dropout, seeds)
-    return keras.Model(inp, _final(x, output, n_bins, seeds), name="mnet")
+    return keras.Model(inp, final(x, output, n_bins, seeds), name="mnet")

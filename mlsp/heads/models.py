@@ -10,86 +10,24 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .blocks import DEFAULT_DROPOUT, Seeds, dense, fc3, final, pool_module
+from .mnet import build_mnet
+from .multitask import build_multitask_net
+
+__all__ = ["build_head", "HEADS", "EXTRA_HEADS", "ALL_HEADS"]
+
+#: The heads of the MLSP paper (Table 1); every head, with its feature kinds and outputs,
+#: is in :mod:`mlsp.heads.registry`.
 HEADS = ("single_1fc", "single_3fc", "multi_3fc", "pool_3fc")
 #: Heads from later papers, also built by :func:`build_head`: the M+MNet fusion head
 #: (:mod:`mlsp.heads.mnet`, wide input) and the MTP-NasNet multi-task head
 #: (:mod:`mlsp.heads.multitask`, narrow input; ``build_head`` gives its inference net).
 EXTRA_HEADS = ("mnet", "multitask")
 ALL_HEADS = HEADS + EXTRA_HEADS
-FC_SIZES = (1024, 256)          # layers 2 and 3 of the 3FC block (Fig. 3)
-POOL_KERNELS = 1024             # kernels per column of the Pool-3FC inception module
-
-
-class _Seeds:
-    """Distinct, reproducible seeds for every initializer / dropout layer (None: random)."""
-
-    def __init__(self, seed):
-        self.seed, self.k = seed, 0
-
-    def __call__(self):
-        if self.seed is None:
-            return None
-        self.k += 1
-        return int(self.seed) * 1000 + self.k
-
-    def kernel(self):
-        return keras.initializers.GlorotUniform(seed=self())
-
-
-def _dense(units, seeds, name, activation=None):
-    return layers.Dense(units, activation=activation, kernel_initializer=seeds.kernel(), name=name)
-
-
-def fc3(x, width, dropout, seeds, prefix="fc"):
-    """The 3FC block of MLSP Fig. 3 / Fig. 4b: for X, 1024, 256 units,
-    Dense + ReLU, then BatchNormalization, then Dropout (0.25, 0.25, 0.5)."""
-    if len(dropout) != 3:
-        raise ValueError(f"dropout needs 3 rates, got {dropout}")
-    for i, (units, rate) in enumerate(zip((int(width), *FC_SIZES), dropout), 1):
-        x = _dense(units, seeds, f"{prefix}{i}", activation="relu")(x)
-        x = layers.BatchNormalization(name=f"{prefix}{i}_bn")(x)
-        x = layers.Dropout(float(rate), seed=seeds(), name=f"{prefix}{i}_dropout")(x)
-    return x
-
-
-def _final(x, output, n_bins, seeds, name="output"):
-    if output == "mos":
-        return _dense(1, seeds, name)(x)
-    return _dense(n_bins, seeds, name, activation="softmax")(x)
-
-
-def _conv_bn_relu(x, filters, kernel, seeds, name):
-    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False,
-                      kernel_initializer=seeds.kernel(), name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
-
-
-def pool_module(x, seeds, kernels=POOL_KERNELS):
-    """Modified Inception module of Pool-3FC (MLSP sec. 3.2.2, Fig. 6): three
-    columns of ``kernels`` channels each, concatenated (3 x 1024 = 3072).
-
-    (a) 1x1 conv; (b) the "3x3" column in the factorised Inception-v3 form:
-    1x1 conv (kernels/2) feeding two *parallel* branches, 1x3 conv and 3x1
-    conv (kernels/2 each), concatenated -- the reading that gives 1024 kernels
-    for the column, as the paper's "1024 per column" requires (the sequential
-    1x3 -> 3x1 reading would give 512); (c) 3x3 average pooling (stride 1,
-    'same') then 1x1 conv.  Every conv: padding 'same', BatchNormalization,
-    ReLU (no bias, as BN supplies the shift).
-    """
-    half = kernels // 2
-    a = _conv_bn_relu(x, kernels, 1, seeds, "pool_a_1x1")
-    b = _conv_bn_relu(x, half, 1, seeds, "pool_b_1x1")
-    b1 = _conv_bn_relu(b, half, (1, 3), seeds, "pool_b_1x3")
-    b2 = _conv_bn_relu(b, kernels - half, (3, 1), seeds, "pool_b_3x1")
-    b = layers.Concatenate(name="pool_b_concat")([b1, b2])
-    c = layers.AveragePooling2D(3, strides=1, padding="same", name="pool_c_avg")(x)
-    c = _conv_bn_relu(c, kernels, 1, seeds, "pool_c_1x1")
-    return layers.Concatenate(name="pool_concat")([a, b, c])
 
 
 def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n_bins=10,
-               width=None, dropout=(0.25, 0.25, 0.5), seed=None) -> keras.Model:
+               width=None, dropout=DEFAULT_DROPOUT, seed=None) -> keras.Model:
     """Build one MLSP head (sec. 3.2, Table 1); the output layer is named "output".
 
     - ``single_1fc`` (Fig. 4a): one Dense on the narrow (GAP) features.
@@ -112,34 +50,30 @@ def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n
     if output not in ("mos", "distribution"):
         raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
     if name == "mnet":  # M+MNet sec. 3.1; extra options via mlsp.heads.mnet.build_mnet
-        from .mnet import build_mnet
-
         return build_mnet(channels, wide_size=wide_size, output=output, n_bins=n_bins,
                           width=width, dropout=dropout, seed=seed)
     if name == "multitask":  # MTP-NasNet sec. 3.1: the distribution output of the task net
-        from .multitask import build_multitask_net
-
         if output != "distribution":
             raise ValueError("the multitask head predicts distributions (output='distribution')")
         net = build_multitask_net(channels, n_bins=n_bins, width=width, dropout=dropout,
                                   seed=seed)
         return keras.Model(net.input, net.outputs[0], name="multitask")
     channels = int(channels)
-    seeds = _Seeds(seed)
+    seeds = Seeds(seed)
     if name == "pool_3fc":
         inp = keras.Input((int(wide_size), int(wide_size), channels), dtype="float32",
                           name="features")
         x = pool_module(inp, seeds)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
         x = fc3(x, width or 2048, dropout, seeds)
-        return keras.Model(inp, _final(x, output, n_bins, seeds), name=name)
+        return keras.Model(inp, final(x, output, n_bins, seeds), name=name)
 
     inp = keras.Input((channels,), dtype="float32", name="features")
     if name == "single_1fc":
-        return keras.Model(inp, _final(inp, output, n_bins, seeds), name=name)
+        return keras.Model(inp, final(inp, output, n_bins, seeds), name=name)
     if name == "single_3fc":
         x = fc3(inp, width or 2048, dropout, seeds)
-        return keras.Model(inp, _final(x, output, n_bins, seeds), name=name)
+        return keras.Model(inp, final(x, output, n_bins, seeds), name=name)
 
     # multi_3fc
     if not level_channels:
@@ -154,12 +88,12 @@ def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n
         stop = start + c
         xi = inp[:, start:stop]  # a serialisable GetItem op (no Lambda layer)
         xi = fc3(xi, c, dropout, seeds, prefix=f"level{i}_fc")
-        outs.append(_dense(units, seeds, f"level{i}_out")(xi))  # pre-softmax logits
+        outs.append(dense(units, seeds, f"level{i}_out")(xi))  # pre-softmax logits
         start = stop
     x = outs[0] if len(outs) == 1 else layers.Concatenate(name="levels_concat")(outs)
     if output == "mos":
-        out = _dense(1, seeds, "output")(x)
+        out = dense(1, seeds, "output")(x)
     else:
-        logits = _dense(units, seeds, "combine")(x)
+        logits = dense(units, seeds, "combine")(x)
         out = layers.Activation("softmax", name="output")(logits)
     return keras.Model(inp, out, name=name)

@@ -39,7 +39,7 @@ import numpy as np
 from keras import ops
 
 from .losses import per_sample_emd
-from .models import _dense, _Seeds, fc3
+from .blocks import DEFAULT_DROPOUT, Seeds, dense, fc3
 
 __all__ = ["MTL_INIT_LOG_SIGMA", "MTL_LAMBDAS", "build_multitask_net", "MultiTaskModel",
            "pack_targets", "tag_vocabulary", "multitask_total", "ClipConstraint"]
@@ -87,16 +87,16 @@ class ClipConstraint(keras.constraints.Constraint):
         return {"lo": self.lo, "hi": self.hi}
 
 
-def build_multitask_net(channels, n_bins=10, n_tags=0, width=None, dropout=(0.25, 0.25, 0.5),
+def build_multitask_net(channels, n_bins=10, n_tags=0, width=None, dropout=DEFAULT_DROPOUT,
                         seed=None) -> keras.Model:
     """Shared trunk + task layers; outputs ``[output (K), binary (2)(, tags (T))]``."""
-    seeds = _Seeds(seed)
+    seeds = Seeds(seed)
     inp = keras.Input((int(channels),), dtype="float32", name="features")
     x = fc3(inp, width or 2048, dropout, seeds, prefix="shared_fc")
-    outs = [_dense(int(n_bins), seeds, "output", activation="softmax")(x),
-            _dense(2, seeds, "binary", activation="softmax")(x)]
+    outs = [dense(int(n_bins), seeds, "output", activation="softmax")(x),
+            dense(2, seeds, "binary", activation="softmax")(x)]
     if n_tags:
-        outs.append(_dense(int(n_tags), seeds, "tags", activation="softmax")(x))
+        outs.append(dense(int(n_tags), seeds, "tags", activation="softmax")(x))
     return keras.Model(inp, outs, name="multitask")
 
 

@@ -1,7 +1,7 @@
 """Ablations for the extensions: pooling kinds (M+MNet Table 4 / MTP-NasNet SPP) and
 training objectives / losses (Sheng et al. Table 2; M+MNet Table 6).
 
-``ablate_pooling`` trains the same head (:func:`mlsp.training.extended.build_cells_3fc`,
+``ablate_pooling`` trains the same head (:func:`mlsp.heads.cells.build_cells_3fc`,
 a per-cell 1x1 layer + 3FC, which takes both P x P grids and SPP's 26 cells) on each
 feature kind of one store: ``wide`` (area, MLSP), ``wide_fore`` (ForePool, M+MNet Eq. 1),
 ``wide_back`` (BackPool, Eq. 2), ``spp`` (MTP-NasNet 1x1 + 3x3 + 4x4), skipping kinds the
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.plots import pyplot
+from ..evaluation.reports import fmt
 from ..stores.features import FeatureStore
 
 __all__ = ["ablate_levels", "ablate_pooling", "ablate_objective", "POOLING_KINDS"]
@@ -44,9 +46,8 @@ def _write(out, stem, rows, label_key, title):
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    from ..evaluation.plots import _plt
 
-    plt = _plt()
+    plt = pyplot()
     done = [r for r in rows if r.get("note") in (None, "")]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(done) + 2), 4))
     x = np.arange(len(done))
@@ -72,7 +73,7 @@ def _write(out, stem, rows, label_key, title):
 def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epochs=100,
                    progress=True, **kw) -> list[dict]:
     """Train ``head`` on every pooling kind the store has; ``ablation_pooling.csv`` / ``.png``."""
-    from .trainer import _f, train_head
+    from .trainer import train_head
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +91,8 @@ def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epo
                          out_dir=out / f"pooling_{name}", progress=False, **kw)
         rows.append(_row(res, pooling=name, features=kind, note=""))
         if progress:
-            print(f"{name:5s} ({kind}): val SRCC {_f(rows[-1]['val_srcc'])}, "
-                  f"test SRCC {_f(rows[-1]['test_srcc'])}")
+            print(f"{name:5s} ({kind}): val SRCC {fmt(rows[-1]['val_srcc'])}, "
+                  f"test SRCC {fmt(rows[-1]['test_srcc'])}")
     _write(out, "ablation_pooling", rows, "pooling", f"{head}: pooling kinds")
     return rows
 
@@ -101,7 +102,7 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
     """MLSP vs MP_avg / MP_min / MP_ada (MSE), then MSE / EMD / Re-EMD if distributions
     exist; ``ablation_objective.csv`` / ``.png``."""
     from ..labels import load_labels
-    from .trainer import _f, train_head
+    from .trainer import train_head
 
     if not hasattr(labels, "mos"):
         labels = load_labels(labels)
@@ -118,8 +119,8 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
                          progress=False, **kw)
         rows.append(_row(res, run=tag, objective=objective, loss=loss))
         if progress:
-            print(f"{tag:14s}: val SRCC {_f(rows[-1]['val_srcc'])}, test SRCC "
-                  f"{_f(rows[-1]['test_srcc'])}, {rows[-1]['epochs_run']} epochs")
+            print(f"{tag:14s}: val SRCC {fmt(rows[-1]['val_srcc'])}, test SRCC "
+                  f"{fmt(rows[-1]['test_srcc'])}, {rows[-1]['epochs_run']} epochs")
     if labels.distribution is None:
         rows.append({"run": "emd / re_emd", "note": "labels have no distributions; skipped"})
     _write(out, "ablation_objective", rows, "run", f"{head}: objectives and losses")
@@ -129,8 +130,7 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
 def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epochs=100,
                   ks=None, progress=True, **kw) -> list[dict]:
     """Train ``head`` on the last k levels for k = 1..L (MLSP Fig. 7); CSV + PNG."""
-    from ..evaluation.plots import _plt
-    from .trainer import _f, train_head
+    from .trainer import train_head
 
     with FeatureStore.open(store_path) as store:
         n_levels = len(store.levels)
@@ -148,13 +148,13 @@ def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epo
         rows.append(row)
         if progress:
             print(f"last {k:2d} levels ({row['channels']} channels): val SRCC "
-                  f"{_f(row['val_srcc'])}, test SRCC {_f(row['test_srcc'])}")
+                  f"{fmt(row['val_srcc'])}, test SRCC {fmt(row['test_srcc'])}")
     keys = list(rows[0]) if rows else ["k"]
     with open(out / "ablation_levels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for part in ("val", "test"):
         ys = [r[f"{part}_srcc"] for r in rows]

@@ -12,11 +12,30 @@ from pathlib import Path
 
 import click
 
+from ..errors import MLSPError
+from ..feature_kinds import FEATURE_KINDS
+from ..heads.registry import HEAD_NAMES, OBJECTIVES, canonical, heads_for
+from .config import DEFAULTS, LOSSES, OUTPUTS, PRECISIONS
+
 __all__ = ["commands", "train", "evaluate", "predict", "ablate"]
+
+#: What a library call may raise for bad input: each becomes a one-line error.
+USER_ERRORS = (MLSPError, ValueError, FileNotFoundError, KeyError)
+
+
+class Names(click.Choice):
+    """A choice of names in which ``-`` and ``_`` are the same (``single-3fc``)."""
+
+    def __init__(self, names):
+        super().__init__(list(names))
+
+    def convert(self, value, param, ctx):
+        return super().convert(canonical(value) if isinstance(value, str) else value, param, ctx)
 
 
 def _fail(err):
-    raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    raise click.ClickException(text.splitlines()[0] if text else type(err).__name__)
 
 
 def _labels(path, test_list, val_fraction, seed):
@@ -32,12 +51,14 @@ def _labels(path, test_list, val_fraction, seed):
 def _training_run_options(fn):
     """The options every ``ablate pooling`` / ``ablate objective`` run shares."""
     for opt in reversed([
-            click.option("--epochs", default=100, show_default=True, type=int),
-            click.option("--lr", default=1e-4, show_default=True, type=float),
-            click.option("--batch-size", default=128, show_default=True, type=int),
-            click.option("--seed", default=0, show_default=True, type=int),
+            click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int),
+            click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float),
+            click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
+                         type=int),
+            click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int),
             click.option("--test-list", type=click.Path(exists=True)),
-            click.option("--val-fraction", default=0.05, show_default=True, type=float),
+            click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True,
+                         type=float),
             click.option("--out", "out_dir", default="ablation", show_default=True,
                          type=click.Path())]):
         fn = opt(fn)
@@ -48,53 +69,51 @@ def _training_run_options(fn):
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True),
               help="AVA.txt or a CSV with id and mos (optionally p1..pK, split).")
-@click.option("--head", default="single_3fc", show_default=True,
-              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc", "mnet",
-                                 "multitask", "cells_3fc"]))
+@click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(HEAD_NAMES))
 @click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
-@click.option("--output", default="mos", show_default=True,
-              type=click.Choice(["mos", "distribution"]))
-@click.option("--epochs", default=100, show_default=True, type=int,
+@click.option("--output", default=DEFAULTS.output, show_default=True, type=Names(OUTPUTS))
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int,
               help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--augment", default="auto", show_default=True,
-              type=click.Choice(["auto", "random", "all"]),
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int)
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float)
+@click.option("--augment", default=DEFAULTS.augment, show_default=True,
+              type=Names(["auto", "random", "all"]),
               help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
                    "auto = all below 20,000 training images, else random.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
-@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=float)
 @click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
 @click.option("--distribute", is_flag=True,
               help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
                    "TensorFlow: MirroredStrategy).")
-@click.option("--objective", default="mlsp", show_default=True,
-              type=click.Choice(["mlsp", "mp_avg", "mp_min", "mp_ada"]),
+@click.option("--objective", default=DEFAULTS.objective, show_default=True,
+              type=Names(OBJECTIVES),
               help="mlsp: one augmentation per sample; mp_*: all augmentations as patches "
                    "(Sheng et al. 2018, Eq. 3-8).")
-@click.option("--loss", default=None, type=click.Choice(["mse", "emd", "re_emd"]),
+@click.option("--loss", default=None, type=Names(LOSSES),
               help="mse (MOS), emd / re_emd (distributions, M+MNet Eq. 3-4). "
                    "Default: from --output.")
-@click.option("--precision", default="float32", show_default=True,
-              type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16", "auto"]),
+@click.option("--precision", default=DEFAULTS.precision, show_default=True,
+              type=Names(PRECISIONS),
               help="auto: float32, then mixed_float16 once gradients stop overflowing "
                    "(M+MNet Eq. 5).")
 @click.option("--sample-weights", default="none", show_default=True,
-              type=click.Choice(["none", "variance"]),
+              type=Names(["none", "variance"]),
               help="variance: down-weight images with diverse ratings (MTP-NasNet sec. 3.3).")
 @click.option("--features", "feature_kind", default=None,
-              type=click.Choice(["narrow", "wide", "wide_fore", "wide_back", "spp",
-                                 "wide_foreback"]),
+              type=Names(FEATURE_KINDS),
               help="Stored feature kind (default: from the head).")
-@click.option("--binary-margin", default=0.0, show_default=True, type=float,
+@click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=float,
               help="multitask head: leave out of the binary loss images whose MOS lies within "
                    "this margin of the threshold (MTP-NasNet sec. 4.3).")
 @click.option("--quiet", is_flag=True)
+@click.option("--verbose", is_flag=True,
+              help="Also print the feeder's counters every epoch (they are in history.csv).")
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
           test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
-          feature_kind, binary_margin, quiet):
+          feature_kind, binary_margin, quiet, verbose):
     """Train a head on the features in STORE (MLSP sec. 3.3)."""
     from .trainer import train_head
 
@@ -102,12 +121,13 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
         labels = _labels(labels_file, test_list, val_fraction, seed)
         res = train_head(store, labels, head=head, levels=levels, output=output, epochs=epochs,
                          batch_size=batch_size, lr=lr, augment=augment, seed=seed,
-                         out_dir=out_dir, progress=not quiet, val_fraction=val_fraction,
+                         out_dir=out_dir, progress=not quiet, verbose=verbose,
+                         val_fraction=val_fraction,
                          width=width, distribute=distribute, objective=objective, loss=loss,
                          precision=precision, features=feature_kind,
                          binary_margin=binary_margin,
                          sample_weights=None if sample_weights == "none" else sample_weights)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
     if quiet:
         click.echo(res.summary())
@@ -126,8 +146,9 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
               help="Write evaluation.json, predictions.csv and scatter.png here.")
 def evaluate(model, store, labels_file, split, test_list, out_dir):
     """Evaluate a trained MODEL on the labelled images of STORE."""
+    from ..evaluation.reports import fmt
     from ..labels import load_labels, read_id_list
-    from .trainer import _f, evaluate_trained
+    from ..trained_head import evaluate_trained
 
     try:
         labels = load_labels(labels_file)
@@ -138,13 +159,13 @@ def evaluate(model, store, labels_file, split, test_list, out_dir):
             labels = labels.with_split(val_fraction=0.0, test_ids=read_id_list(test_list))
         res = evaluate_trained(model, store, labels, out_dir=out_dir, split=split,
                                progress=False)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
     m = res["metrics"]
     click.echo(res["alignment"])
-    click.echo(f"n={m['n']}: SRCC {_f(m['srcc'])}  PLCC {_f(m['plcc'])}  accuracy "
-               f"{_f(m['accuracy'])}  MAE {_f(m['mae'])}  RMSE {_f(m['rmse'])}"
-               + (f"  EMD {_f(m['emd'])}" if "emd" in m else ""))
+    click.echo(f"n={m['n']}: SRCC {fmt(m['srcc'])}  PLCC {fmt(m['plcc'])}  accuracy "
+               f"{fmt(m['accuracy'])}  MAE {fmt(m['mae'])}  RMSE {fmt(m['rmse'])}"
+               + (f"  EMD {fmt(m['emd'])}" if "emd" in m else ""))
     if out_dir is None:
         click.echo(json.dumps(res["metrics"], indent=2))
     else:
@@ -179,17 +200,16 @@ def predict(model, photos, store, weights, fmt, output):
 
     With --features STORE, scores come from the stored features; PHOTOS (file names
     or ids) then pick images of the store, all of them when omitted."""
-    from .predict import predict_images, predict_store
+    from ..trained_head import predict_images, predict_store
 
     try:
-        if store:
-            ids = [Path(p).stem for p in photos] or None
-            rows = predict_store(model, store, ids=ids, progress=False)
+        if store:  # ids as stored (they may contain '/'), or file names
+            rows = predict_store(model, store, ids=list(photos) or None, progress=False)
         else:
             if not photos:
                 raise click.UsageError("give PHOTOS (files or folders), or --features STORE")
             rows = predict_images(model, photos, weights=weights, progress=output is not None)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
     text = _format(rows, fmt)
     if output:
@@ -209,13 +229,12 @@ def ablate():
 @ablate.command("levels")
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
-@click.option("--head", default="single_3fc", show_default=True,
-              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc"]))
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(heads_for("levels")))
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option("--test-list", type=click.Path(exists=True))
-@click.option("--val-fraction", default=0.05, show_default=True, type=float)
+@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=float)
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
 def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir):
     """Train HEAD on the last k levels, k = 1..L (MLSP Fig. 7)."""
@@ -225,12 +244,12 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
         labels = _labels(labels_file, test_list, val_fraction, seed)
         rows = ablate_levels(store, labels, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
                              seed=seed, val_fraction=val_fraction)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
-    from .trainer import _f
+    from ..evaluation.reports import fmt
 
     best = max(rows, key=lambda r: -1 if r.get("val_srcc") is None else r["val_srcc"])
-    click.echo(f"best on validation: last {best['k']} levels (val SRCC {_f(best['val_srcc'])}); "
+    click.echo(f"best on validation: last {best['k']} levels (val SRCC {fmt(best['val_srcc'])}); "
                f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
 
 
@@ -247,7 +266,7 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
         labels = _labels(labels_file, test_list, val_fraction, seed)
         ablate_pooling(store, labels, out_dir=out_dir, epochs=epochs, lr=lr,
                        batch_size=batch_size, seed=seed, val_fraction=val_fraction)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_pooling.csv and ablation_pooling.png to {out_dir}")
 
@@ -255,8 +274,8 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
 @ablate.command("objective")
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
-@click.option("--head", default="single_3fc", show_default=True,
-              type=click.Choice(["single_1fc", "single_3fc", "multi_3fc", "pool_3fc", "mnet"]))
+@click.option("--head", default=DEFAULTS.head, show_default=True,
+              type=Names(heads_for("objective")))
 @_training_run_options
 def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed, test_list,
                          val_fraction, out_dir):
@@ -267,7 +286,7 @@ def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed,
         labels = _labels(labels_file, test_list, val_fraction, seed)
         ablate_objective(store, labels, out_dir=out_dir, head=head, epochs=epochs, lr=lr,
                          batch_size=batch_size, seed=seed, val_fraction=val_fraction)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_objective.csv and ablation_objective.png to {out_dir}")
 

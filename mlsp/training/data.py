@@ -21,6 +21,7 @@ import h5py
 import keras
 import numpy as np
 
+from ..feature_kinds import FEATURE_KINDS, feature_parts, pooling_kinds_for  # noqa: F401
 from ..stores.features import FeatureStore, StoreError
 
 __all__ = ["StoreFeatures", "FeatureSequence", "FeedStats", "FeedTimer", "predict_averaged",
@@ -28,27 +29,6 @@ __all__ = ["StoreFeatures", "FeatureSequence", "FeedStats", "FeedTimer", "predic
 
 AUGMENT_MODES = ("random", "all", "first", "patches")
 DEFAULT_MEMORY_LIMIT = 4 * 1024**3
-
-#: Feature kinds a head can read, with the extractor pooling kinds (besides ``area``)
-#: each needs.  All but ``wide_foreback`` are datasets ``features/<kind>`` of a store;
-#: ``wide_foreback`` is ``wide_fore`` and ``wide_back`` concatenated on channels.
-KIND_POOLING = {"narrow": (), "wide": (), "wide_fore": ("fore",), "wide_back": ("back",),
-                "spp": ("spp",), "wide_foreback": ("fore", "back")}
-FEATURE_KINDS = tuple(KIND_POOLING)
-
-
-def feature_parts(kind: str) -> tuple:
-    """The store datasets (``features/<part>``) a feature kind reads, in channel order."""
-    if kind not in KIND_POOLING:
-        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {kind!r}")
-    return ("wide_fore", "wide_back") if kind == "wide_foreback" else (kind,)
-
-
-def pooling_kinds_for(kind: str) -> tuple:
-    """Extractor pooling kinds (``ExtractOptions.pooling``) that produce ``kind``."""
-    feature_parts(kind)
-    return ("area",) + KIND_POOLING[kind]
-
 
 def _as_slice(index: np.ndarray):
     """A slice for a contiguous ascending index (much faster for h5py), else the index."""

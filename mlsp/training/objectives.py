@@ -33,12 +33,12 @@ import numpy as np
 from keras import ops
 
 from ..heads.losses import RE_EMD_ALPHA, RE_EMD_BETA, per_sample_emd, re_emd_weights
+from ..heads.registry import OBJECTIVES
 from .data import FeatureSequence
 
 __all__ = ["OBJECTIVES", "MP_BETA", "patch_weights", "combine_patches", "MultiPatchModel",
            "AllAugmentationsSequence"]
 
-OBJECTIVES = ("mlsp", "mp_avg", "mp_min", "mp_ada")
 MP_BETA = 0.5
 
 

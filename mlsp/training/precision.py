@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import keras
 from keras import ops
 
+from .config import PRECISIONS
+
 __all__ = ["PRECISIONS", "FP16_MAX", "DelayedEntryRule", "MonitoredAdam", "OverflowMonitor",
            "make_optimizer", "policy_scope", "copy_optimizer_state", "with_float32_output"]
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 FP16_MAX = 65504.0
 LAMBDA1, LAMBDA2, WINDOW = 1.0, 0.2, 5
 

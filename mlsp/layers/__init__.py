@@ -1,0 +1,1 @@
+"""Keras layers shared by extraction and heads (pooling), importable without either package."""

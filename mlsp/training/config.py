@@ -1,0 +1,152 @@
+"""Every training option and its default, in one place, and the check that resolves them.
+
+:class:`TrainConfig` holds the defaults (the paper's: Adam at 1e-4, batch 128, 3FC
+dropout 0.25 / 0.25 / 0.5, 5% validation, the step schedule of sec. 3.3); change a
+default here and ``mlsp.train``, ``train_head`` and ``mlsp train`` all follow.
+:meth:`TrainConfig.resolved` fills the values that depend on others (output, loss,
+feature kind, augmentation mode) and raises :class:`mlsp.errors.OptionError` (one line,
+naming the option) for values that cannot work.  No Keras import: the CLI reads it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import OptionError
+from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
+from ..heads.registry import OBJECTIVES, canonical, get_head
+
+__all__ = ["TrainConfig", "DEFAULTS", "PRECISIONS", "LOSSES", "SAMPLE_WEIGHTS", "OUTPUTS",
+           "AUGMENTS", "AUTO_ALL_BELOW", "resolve_augment", "OBJECTIVES"]
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+LOSSES = ("mse", "emd", "re_emd")
+SAMPLE_WEIGHTS = (None, "none", "variance")
+OUTPUTS = ("mos", "distribution")
+AUGMENTS = ("auto", "random", "all")
+
+#: ``augment="auto"`` feeds all stored augmentations per epoch ("all") below this many
+#: training images, one random augmentation ("random", MLSP sec. 3.1) from it on.  The
+#: paper's AVA regime (~235k training images, batch 128, one augmentation) has ~1,800
+#: steps an epoch; "all" on 20,000 images gives 1,250, so below the threshold "all" keeps
+#: epochs no longer than the paper's while small sets get enough steps to train at all
+#: (benchmarks/RESULTS-training-defaults.md).
+AUTO_ALL_BELOW = 20_000
+
+
+def resolve_augment(augment: str, n_train: int) -> str:
+    """The augmentation mode actually used for ``n_train`` training images."""
+    if augment == "auto":
+        return "all" if int(n_train) < AUTO_ALL_BELOW else "random"
+    return augment
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The options of one training run (see :func:`mlsp.training.trainer.train`)."""
+
+    head: str = "single_3fc"
+    levels: object = None              # names, indices or "a:b" ("-5:" = the last 5)
+    output: str = "mos"                # "mos" (MSE on z-scored MOS) or "distribution"
+    features: str | None = None        # stored feature kind; None: the head's default
+    objective: str = "mlsp"            # MLSP, or the multi-patch objectives (Sheng et al.)
+    loss: str | None = None            # None: mse for the MOS, emd for distributions
+    precision: str = "float32"
+    sample_weights: str | None = None  # "variance": MTP-NasNet sec. 3.3
+    binary_margin: float = 0.0         # multitask head, MTP-NasNet sec. 4.3
+    epochs: int = 100                  # upper limit; the schedule stops earlier
+    batch_size: int = 128
+    lr: float = 1e-4
+    augment: str = "auto"              # "random" (sec. 3.1), "all", "auto" (AUTO_ALL_BELOW)
+    seed: int = 0
+    val_fraction: float = 0.05         # sec. 3.3: 5% of the training images validate
+    test_ids: object = None
+    test_fraction: float = 0.0
+    width: int | None = None           # X of the first FC layer (None: the head's own)
+    dropout: tuple = (0.25, 0.25, 0.5)
+    step_epochs: int | None = 20       # the schedule: see mlsp.training.schedule
+    patience: int | None = 5
+    min_lr: float = 1e-6
+    stop_patience: int | None = 5
+    normalize_inputs: bool = False
+    baseline: bool = True              # a ridge reference on narrow features
+    baseline_max_rows: int = 20000
+    memory_limit: float = 4 * 1024**3  # larger feature sets are streamed from the store
+    workers: int | None = None
+    distribute: bool = False
+    name: str | None = None
+
+    @classmethod
+    def option_names(cls) -> tuple:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_options(cls, **options) -> "TrainConfig":
+        """A config from keyword options; an unknown one is an OptionError."""
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise OptionError(f"unknown training option {unknown[0]!r}; options: "
+                              f"{', '.join(cls.option_names())}")
+        return cls(**options)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def resolved(self) -> "TrainConfig":
+        """This config with dependent values filled in, or an OptionError naming the option
+        (and the other one, for combinations that cannot work)."""
+        spec = get_head(self.head)
+        head = spec.name
+        objective = canonical(self.objective or "mlsp")
+        precision = canonical(self.precision or "float32")
+        loss = None if self.loss is None else canonical(self.loss)
+        sample_weights = self.sample_weights
+        if objective not in OBJECTIVES:
+            raise OptionError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if precision not in PRECISIONS:
+            raise OptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if sample_weights not in SAMPLE_WEIGHTS:
+            raise OptionError(f"sample_weights must be 'variance' or None, got "
+                              f"{sample_weights!r}")
+        if loss is not None and loss not in LOSSES:
+            raise OptionError(f"loss must be one of {LOSSES}, got {loss!r}")
+        output = self.output
+        if loss in ("emd", "re_emd") or spec.outputs == ("distribution",):
+            output = "distribution"
+        if output not in OUTPUTS:
+            raise OptionError(f"output must be 'mos' or 'distribution', got {output!r}")
+        loss = loss or ("mse" if output == "mos" else "emd")
+        if (loss == "mse") != (output == "mos"):
+            raise OptionError(f"loss {loss!r} does not fit output {output!r}")
+        if objective not in spec.objectives:
+            raise OptionError(f"the {head} head trains with objective="
+                              f"{' / '.join(repr(o) for o in spec.objectives)} only")
+        features = spec.default_features if self.features is None else canonical(self.features)
+        if features not in FEATURE_KINDS:
+            raise OptionError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+        if features not in spec.features:
+            if spec.features == GRID_KINDS:
+                raise OptionError(f"head {head} needs a (P, P, C) feature grid, not "
+                                  f"{features!r}")
+            raise OptionError(f"head {head} takes {' / '.join(spec.features)} features; use "
+                              f"cells_3fc for {features!r}")
+        if self.distribute and precision == "auto":
+            raise OptionError("distribute=True cannot be combined with precision='auto': the "
+                              "delayed entry rebuilds the model mid-training; use "
+                              "precision='float32' or 'mixed_float16' with distribute, or "
+                              "train on one device")
+        for opt in ("epochs", "batch_size", "width"):
+            value = getattr(self, opt)
+            if value is not None and (int(value) < 1 or int(value) != value):
+                raise OptionError(f"{opt} must be a positive whole number, got {value!r}")
+        if not (float(self.lr) > 0 and math.isfinite(float(self.lr))):
+            raise OptionError(f"lr must be a positive number, got {self.lr!r}")
+        if self.augment not in AUGMENTS:
+            raise OptionError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        return replace(self, head=head, output=output, objective=objective, loss=loss,
+                       precision=precision, features=features,
+                       sample_weights=None if sample_weights == "none" else sample_weights)
+
+
+#: The defaults, for the command line's option defaults and help.
+DEFAULTS = TrainConfig()
