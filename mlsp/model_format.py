@@ -10,6 +10,7 @@ exactly the backbone, weights and augmentations the head was trained on (MLSP se
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 from .errors import ModelFileError
@@ -77,11 +78,22 @@ def read_model(path):
     # no Lambda), so models always load in safe mode: no code from the file is run.
     from .heads import mnet  # noqa: F401  (registers ChannelSlice and the pooling layers)
 
-    try:
+    try:  # a .keras file is a zip: a truncated / damaged one is named as such (Keras
+        with zipfile.ZipFile(model_file) as z:  # itself reports it as "File not found")
+            bad = z.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"damaged member {bad!r} (CRC mismatch)")
         model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     except Exception as err:  # a damaged zip, a truncated file, an unknown layer
-        raise ModelFileError(f"cannot read {model_file}: {_first_line(err)}") from None
+        raise ModelFileError(f"cannot read {model_file}: {_first_line(_root(err))}") from None
     return model, sidecar
+
+
+def _root(err):
+    """The innermost cause of a chained exception (Keras wraps the real one)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _first_line(err) -> str:

@@ -103,43 +103,48 @@ class TrainedHead:
     def evaluate(self, store, labels, split: str | None = None, batch_size: int = 128,
                  progress: bool = False) -> dict:
         """Metrics on the labelled images of ``store`` (all, or one ``split``): a dict with
-        ``metrics`` (SRCC, PLCC, accuracy, ...), ``alignment`` and the predictions."""
-        from .evaluation.metrics import evaluate_predictions
-        from .labels import align_with_store, load_labels
+        ``metrics`` (SRCC, PLCC, accuracy, MAE, RMSE, EMD), ``alignment``, ``split``."""
+        return _evaluate(self, store, labels, split, batch_size, progress)[0]
 
-        if not hasattr(labels, "mos"):
-            labels = load_labels(labels)
-        with FeatureStore.open(store) as fs:
-            self.check_compatible(fs)
-            al = align_with_store(labels, fs)
-        if len(al) == 0:
-            raise ValueError(f"{store}: none of the labelled images is extracted ({al.report()})")
-        lab, rows = labels.subset(al.label_index), al.store_index
-        if split is not None:
-            if lab.split is None:
-                raise ValueError(f"{lab.source or 'labels'}: no split column, so no {split!r} "
-                                 "split (add a split column, or pass the test ids with "
-                                 "--test-list)")
-            keep = lab.split_mask(split)
-            if not keep.any():
-                raise ValueError(f"{lab.source or 'labels'}: no extracted image in split "
-                                 f"{split!r}")
-            lab, rows = lab.subset(keep), rows[keep]
-        feats = StoreFeatures(store, self.sidecar["levels"], self.sidecar["pooling"],
-                              progress=progress)
-        try:
-            mos_pred, dist_pred = self.score_rows(feats, rows, batch_size)
-        finally:
-            feats.close()
-        use_dist = dist_pred is not None and lab.distribution is not None \
-            and lab.distribution.shape == dist_pred.shape
-        metrics = evaluate_predictions(lab.mos, mos_pred,
-                                       threshold=accuracy_threshold(lab.score_range),
-                                       dist_true=lab.distribution if use_dist else None,
-                                       dist_pred=dist_pred if use_dist else None)
-        return {"model": str(self.path or self.name), "store": str(store),
-                "alignment": al.report(), "split": split or "all", "metrics": metrics,
-                "labels": lab, "mos_pred": mos_pred, "dist_pred": dist_pred}
+
+def _evaluate(head, store, labels, split, batch_size, progress):
+    """(result dict, the labels evaluated, predicted MOS, predicted distributions or None)."""
+    from .evaluation.metrics import evaluate_predictions
+    from .labels import align_with_store, load_labels
+
+    if not hasattr(labels, "mos"):
+        labels = load_labels(labels)
+    with FeatureStore.open(store) as fs:
+        head.check_compatible(fs)
+        al = align_with_store(labels, fs)
+    if len(al) == 0:
+        raise ValueError(f"{store}: none of the labelled images is extracted ({al.report()})")
+    lab, rows = labels.subset(al.label_index), al.store_index
+    if split is not None:
+        if lab.split is None:
+            raise ValueError(f"{lab.source or 'labels'}: no split column, so no {split!r} "
+                             "split (add a split column, or pass the test ids with "
+                             "--test-list)")
+        keep = lab.split_mask(split)
+        if not keep.any():
+            raise ValueError(f"{lab.source or 'labels'}: no extracted image in split "
+                             f"{split!r}")
+        lab, rows = lab.subset(keep), rows[keep]
+    feats = StoreFeatures(store, head.sidecar["levels"], head.sidecar["pooling"],
+                          progress=progress)
+    try:
+        mos_pred, dist_pred = head.score_rows(feats, rows, batch_size)
+    finally:
+        feats.close()
+    use_dist = dist_pred is not None and lab.distribution is not None \
+        and lab.distribution.shape == dist_pred.shape
+    metrics = evaluate_predictions(lab.mos, mos_pred,
+                                   threshold=accuracy_threshold(lab.score_range),
+                                   dist_true=lab.distribution if use_dist else None,
+                                   dist_pred=dist_pred if use_dist else None)
+    result = {"model": str(head.path or head.name), "store": str(store),
+              "alignment": al.report(), "split": split or "all", "metrics": metrics}
+    return result, lab, mos_pred, dist_pred
 
 
 def load(path) -> TrainedHead:
@@ -159,8 +164,8 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     from .evaluation.reports import write_json, write_predictions
 
     head = _as_head(model_path)
-    res = head.evaluate(store_path, labels, split=split, batch_size=batch_size, progress=progress)
-    lab, mos_pred, dist_pred = res.pop("labels"), res.pop("mos_pred"), res.pop("dist_pred")
+    res, lab, mos_pred, dist_pred = _evaluate(head, store_path, labels, split, batch_size,
+                                              progress)
     res["model"] = str(model_path) if not isinstance(model_path, TrainedHead) else res["model"]
     if out_dir is not None:
         out = Path(out_dir)
