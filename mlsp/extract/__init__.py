@@ -1,6 +1,6 @@
 """Feature extraction: backbones, augmentations, pooling, the extraction engines.
 
-``mlsp.extract(images, store, **options)`` -- the public function (:func:`mlsp.api.extract`)
+``mlsp.extract(images, store, **options)`` -- the public function (:func:`.run.extract`)
 shares its name with this package, so the package itself is callable: whichever of the two
 ``mlsp.extract`` resolves to, calling it extracts.
 """
@@ -10,8 +10,8 @@ import types
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, images, store, **options):
-        """Extract MLSP features of ``images`` into ``store`` (see :func:`mlsp.api.extract`)."""
-        from ..api import extract
+        """Extract MLSP features of ``images`` into ``store`` (see :func:`.run.extract`)."""
+        from .run import extract
 
         return extract(images, store, **options)
 
