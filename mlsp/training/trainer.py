@@ -121,22 +121,7 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
         fit = fit_head(spec, cfg, feats, rows, targets, np.flatnonzero(train_m),
                        np.flatnonzero(val_m), lab.mos[val_m], wide_size, augment, moments,
                        progress=progress, verbose=verbose)
-        dist = fit.dist
-        record = {
-            "epochs_run": len(fit.history.get("loss", [])), "epochs": int(cfg.epochs),
-            "best_epoch": fit.best_epoch, "batch_size": int(fit.batch_size),
-            "lr": float(cfg.lr), "augment": augment, "seed": int(cfg.seed), "width": cfg.width,
-            "dropout": list(cfg.dropout), "step_epochs": cfg.step_epochs,
-            "patience": cfg.patience, "min_lr": cfg.min_lr, "stop_patience": cfg.stop_patience,
-            "normalize_inputs": bool(cfg.normalize_inputs),
-            "feed": "memory" if feats.in_memory else "store",
-            "distribute": {k: (v if k != "devices" else [str(d) for d in v])
-                           for k, v in dist.items()} if cfg.distribute else None,
-            "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
-            "n_test": int(test_m.sum()), "labels_source": lab.source,
-            "objective": cfg.objective, "loss": cfg.loss, "precision": cfg.precision,
-            "precision_switch_epoch": fit.switch_epoch, "sample_weights": cfg.sample_weights,
-            "binary_margin": float(cfg.binary_margin), "tags": [int(t) for t in targets.vocab]}
+        record = _training_record(cfg, fit, augment, feats, lab, masks, targets)
         sidecar = make_sidecar(
             name=cfg.name or cfg.head, head=cfg.head, output=cfg.output, n_bins=targets.n_bins,
             bin_scores=targets.bin_scores, pooling=cfg.features, wide_size=wide_size,
@@ -166,6 +151,27 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
                          alignment=report, seconds=time.monotonic() - start, trained=trained)
     trained.training = result
     return result
+
+
+def _training_record(cfg, fit, augment, feats, lab, masks, targets) -> dict:
+    """The sidecar's ``train`` part: the settings and facts of the run."""
+    dist = fit.dist
+    train_m, val_m, test_m = masks
+    return {
+        "epochs_run": len(fit.history.get("loss", [])), "epochs": int(cfg.epochs),
+        "best_epoch": fit.best_epoch, "batch_size": int(fit.batch_size),
+        "lr": float(cfg.lr), "augment": augment, "seed": int(cfg.seed), "width": cfg.width,
+        "dropout": list(cfg.dropout), "step_epochs": cfg.step_epochs,
+        "patience": cfg.patience, "min_lr": cfg.min_lr, "stop_patience": cfg.stop_patience,
+        "normalize_inputs": bool(cfg.normalize_inputs),
+        "feed": "memory" if feats.in_memory else "store",
+        "distribute": {k: (v if k != "devices" else [str(d) for d in v])
+                       for k, v in dist.items()} if cfg.distribute else None,
+        "n_train": int(train_m.sum()), "n_val": int(val_m.sum()),
+        "n_test": int(test_m.sum()), "labels_source": lab.source,
+        "objective": cfg.objective, "loss": cfg.loss, "precision": cfg.precision,
+        "precision_switch_epoch": fit.switch_epoch, "sample_weights": cfg.sample_weights,
+        "binary_margin": float(cfg.binary_margin), "tags": [int(t) for t in targets.vocab]}
 
 
 def _ridge(feats, store_path, cfg, rows, lab, masks, thr, progress):
