@@ -13,16 +13,18 @@ from keras import layers
 from .blocks import DEFAULT_DROPOUT, Seeds, dense, fc3, final, pool_module
 from .mnet import build_mnet
 from .multitask import build_multitask_net
+from .registry import REGISTRY
 
 __all__ = ["build_head", "HEADS", "EXTRA_HEADS", "ALL_HEADS"]
 
-#: The heads of the MLSP paper (Table 1); every head, with its feature kinds and outputs,
-#: is in :mod:`mlsp.heads.registry`.
-HEADS = ("single_1fc", "single_3fc", "multi_3fc", "pool_3fc")
+#: The heads of the MLSP paper (Table 1), from the registry (:mod:`mlsp.heads.registry`,
+#: every head with its feature kinds and outputs).
+HEADS = tuple(n for n, s in REGISTRY.items() if s.builder.endswith(":mlsp_head"))
 #: Heads from later papers, also built by :func:`build_head`: the M+MNet fusion head
 #: (:mod:`mlsp.heads.mnet`, wide input) and the MTP-NasNet multi-task head
 #: (:mod:`mlsp.heads.multitask`, narrow input; ``build_head`` gives its inference net).
-EXTRA_HEADS = ("mnet", "multitask")
+EXTRA_HEADS = tuple(n for n, s in REGISTRY.items()
+                    if s.builder.endswith((":mnet_head", ":multitask_head")))
 ALL_HEADS = HEADS + EXTRA_HEADS
 
 
