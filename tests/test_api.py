@@ -145,7 +145,7 @@ def test_cli_train_accepts_dashes_and_prints_one_line_an_epoch(tiny, tmp_path):
     lines = [ln for ln in r.output.splitlines() if ln.startswith("epoch ")]
     assert len(lines) == 2
     assert re.fullmatch(r"epoch 1/2  loss \d+\.\d{4}  val loss \d+\.\d{4}  val SRCC "
-                        r"(-?\d\.\d{3}|-)  lr 1\.0e-04  \d+\.\d s", lines[0]), lines[0]
+                        r"(-?\d\.\d{3}|-)  lr 1\.0e-03  \d+\.\d s", lines[0]), lines[0]
     assert "feed_share" not in r.output
     with open(tmp_path / "m" / "history.csv") as f:
         header = f.readline().strip().split(",")

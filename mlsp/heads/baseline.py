@@ -15,7 +15,7 @@ from sklearn.svm import SVR
 SVR_C_GRID = (0.1, 1.0, 10.0)
 
 
-def fit_baseline(X_train, y_train, kind="ridge", alphas=(0.1, 1, 10, 100, 1000),
+def fit_baseline(X_train, y_train, kind="ridge", alphas=(0.1, 1, 10, 100, 1e3, 1e4, 1e5),
                  seed: int = 0, holdout: float = 0.2) -> Pipeline:
     """Fit StandardScaler + regressor on (N, C) features and (N,) MOS.
 

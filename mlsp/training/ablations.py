@@ -29,6 +29,7 @@ _METRICS = ("srcc", "plcc", "accuracy", "rmse", "emd")
 
 def _row(res, **extra):
     row = dict(extra)
+    row["channels"] = res.sidecar["channels"]
     row["epochs_run"] = res.sidecar["train"]["epochs_run"]
     row["seconds"] = round(res.seconds, 1)
     for part in ("val", "test"):
@@ -51,11 +52,18 @@ def _write(out, stem, rows, label_key, title):
     done = [r for r in rows if r.get("note") in (None, "")]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(done) + 2), 4))
     x = np.arange(len(done))
-    parts = [p for p in ("val", "test") if any(r.get(f"{p}_srcc") is not None for r in done)]
+    parts = [p for p in ("val", "test", "cv") if any(r.get(f"{p}_srcc") is not None
+                                                      for r in done)]
     width = 0.8 / max(1, len(parts))
     for i, part in enumerate(parts):
         ys = [np.nan if r.get(f"{part}_srcc") is None else r[f"{part}_srcc"] for r in done]
-        bars = ax.bar(x + (i - (len(parts) - 1) / 2) * width, ys, width, label=f"{part} SRCC")
+        err = None
+        if part == "cv":  # cross-validated: the mean's 95% interval
+            err = [[y - r["cv_srcc_lo"] for y, r in zip(ys, done)],
+                   [r["cv_srcc_hi"] - y for y, r in zip(ys, done)]]
+        label = "test-fold SRCC (95% interval)" if part == "cv" else f"{part} SRCC"
+        bars = ax.bar(x + (i - (len(parts) - 1) / 2) * width, ys, width, label=label,
+                      yerr=err, capsize=4 if err else 0)
         for b, v in zip(bars, ys):
             if np.isfinite(v):
                 ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center",
@@ -70,8 +78,40 @@ def _write(out, stem, rows, label_key, title):
     plt.close(fig)
 
 
+def _run(store_path, labels, out, tag, options, folds, seeds, kw, **row):
+    """One ablation row: a single split (val / test metrics, model folder ``out/tag``) or,
+    with ``folds``, K-fold cross-validation (mean and 95% interval of the test folds)."""
+    from .trainer import train_head
+
+    if not folds:
+        res = train_head(store_path, labels, out_dir=out / tag, progress=False, **options, **kw)
+        return _row(res, **row)
+    from .crossval import cross_validate
+
+    kw = {k: v for k, v in kw.items() if k != "seed"}  # the seeds replace it
+    res = cross_validate(store_path, labels, folds=folds, seeds=seeds, progress=False,
+                         **options, **kw)
+    s = res.summary()
+    row.update(folds=folds, seeds=len(res.seeds), seconds=round(res.seconds, 1))
+    for k in _METRICS:
+        m = s["head"].get(k)
+        if m:
+            row[f"cv_{k}"], row[f"cv_{k}_lo"], row[f"cv_{k}_hi"] = m
+    ridge = s["baseline_ridge"].get("srcc")
+    if ridge:
+        row["ridge_srcc"], row["ridge_srcc_lo"], row["ridge_srcc_hi"] = ridge
+    return row
+
+
+def _srcc_text(row) -> str:
+    if "cv_srcc" in row:
+        return (f"SRCC {fmt(row['cv_srcc'])} [{fmt(row['cv_srcc_lo'])}, "
+                f"{fmt(row['cv_srcc_hi'])}] over {row['folds']} folds x {row['seeds']} seed(s)")
+    return f"val SRCC {fmt(row.get('val_srcc'))}, test SRCC {fmt(row.get('test_srcc'))}"
+
+
 def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epochs=100,
-                   progress=True, **kw) -> list[dict]:
+                   progress=True, folds=0, seeds=(0,), **kw) -> list[dict]:
     """Train ``head`` on every pooling kind the store has; ``ablation_pooling.csv`` / ``.png``."""
     from .trainer import train_head
 
@@ -87,18 +127,17 @@ def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epo
             if progress:
                 print(f"{name:5s}: skipped (store has no features/{kind})")
             continue
-        res = train_head(store_path, labels, head=head, features=kind, epochs=epochs,
-                         out_dir=out / f"pooling_{name}", progress=False, **kw)
-        rows.append(_row(res, pooling=name, features=kind, note=""))
+        rows.append(_run(store_path, labels, out, f"pooling_{name}",
+                         dict(head=head, features=kind, epochs=epochs), folds, seeds, kw,
+                         pooling=name, features=kind, note=""))
         if progress:
-            print(f"{name:5s} ({kind}): val SRCC {fmt(rows[-1]['val_srcc'])}, "
-                  f"test SRCC {fmt(rows[-1]['test_srcc'])}")
+            print(f"{name:5s} ({kind}): {_srcc_text(rows[-1])}")
     _write(out, "ablation_pooling", rows, "pooling", f"{head}: pooling kinds")
     return rows
 
 
 def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", epochs=100,
-                     progress=True, **kw) -> list[dict]:
+                     progress=True, folds=0, seeds=(0,), **kw) -> list[dict]:
     """MLSP vs MP_avg / MP_min / MP_ada (MSE), then MSE / EMD / Re-EMD if distributions
     exist; ``ablation_objective.csv`` / ``.png``."""
     from ..labels import load_labels
@@ -114,13 +153,11 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
     rows = []
     for objective, loss in runs:
         tag = f"{objective}+{loss}"
-        res = train_head(store_path, labels, head=head, objective=objective, loss=loss,
-                         epochs=epochs, out_dir=out / f"objective_{objective}_{loss}",
-                         progress=False, **kw)
-        rows.append(_row(res, run=tag, objective=objective, loss=loss))
+        rows.append(_run(store_path, labels, out, f"objective_{objective}_{loss}",
+                         dict(head=head, objective=objective, loss=loss, epochs=epochs),
+                         folds, seeds, kw, run=tag, objective=objective, loss=loss))
         if progress:
-            print(f"{tag:14s}: val SRCC {fmt(rows[-1]['val_srcc'])}, test SRCC "
-                  f"{fmt(rows[-1]['test_srcc'])}, {rows[-1]['epochs_run']} epochs")
+            print(f"{tag:14s}: {_srcc_text(rows[-1])}")
     if labels.distribution is None:
         rows.append({"run": "emd / re_emd", "note": "labels have no distributions; skipped"})
     _write(out, "ablation_objective", rows, "run", f"{head}: objectives and losses")
@@ -128,27 +165,20 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
 
 
 def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epochs=100,
-                  ks=None, progress=True, **kw) -> list[dict]:
-    """Train ``head`` on the last k levels for k = 1..L (MLSP Fig. 7); CSV + PNG."""
-    from .trainer import train_head
-
+                  ks=None, progress=True, folds=0, seeds=(0,), **kw) -> list[dict]:
+    """Train ``head`` on the last k levels for k = 1..L (MLSP Fig. 7); CSV + PNG.  With
+    ``folds``, each k is cross-validated and plotted with its 95% interval."""
     with FeatureStore.open(store_path) as store:
         n_levels = len(store.levels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in (ks or range(1, n_levels + 1)):
-        res = train_head(store_path, labels, head=head, levels=f"-{k}:", epochs=epochs,
-                         out_dir=out / f"last_{k:02d}", progress=False, **kw)
-        row = {"k": k, "channels": res.sidecar["channels"], "epochs_run":
-               res.sidecar["train"]["epochs_run"]}
-        for part in ("val", "test"):
-            m = res.metrics.get(part) or {}
-            row[f"{part}_srcc"], row[f"{part}_plcc"] = m.get("srcc"), m.get("plcc")
+        row = _run(store_path, labels, out, f"last_{k:02d}",
+                   dict(head=head, levels=f"-{k}:", epochs=epochs), folds, seeds, kw, k=k)
         rows.append(row)
         if progress:
-            print(f"last {k:2d} levels ({row['channels']} channels): val SRCC "
-                  f"{fmt(row['val_srcc'])}, test SRCC {fmt(row['test_srcc'])}")
+            print(f"last {k:2d} levels: {_srcc_text(row)}")
     keys = list(rows[0]) if rows else ["k"]
     with open(out / "ablation_levels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
@@ -156,10 +186,17 @@ def ablate_levels(store_path, labels, head="single_3fc", out_dir="ablation", epo
         w.writerows(rows)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for part in ("val", "test"):
+    ks_done = [r["k"] for r in rows]
+    if folds:
+        m = np.array([r.get("cv_srcc", np.nan) for r in rows], float)
+        lo = np.array([r.get("cv_srcc_lo", np.nan) for r in rows], float)
+        hi = np.array([r.get("cv_srcc_hi", np.nan) for r in rows], float)
+        ax.errorbar(ks_done, m, yerr=[m - lo, hi - m], fmt="o-", capsize=3,
+                    label=f"test-fold SRCC, {folds} folds x {len(tuple(seeds))} seed(s), 95%")
+    for part in () if folds else ("val", "test"):
         ys = [r[f"{part}_srcc"] for r in rows]
         if any(v is not None for v in ys):
-            ax.plot([r["k"] for r in rows], [np.nan if v is None else v for v in ys], "o-",
+            ax.plot(ks_done, [np.nan if v is None else v for v in ys], "o-",
                     label=f"{part} SRCC")
     ax.set_xlabel("number of levels (from the last)")
     ax.xaxis.get_major_locator().set_params(integer=True)  # k counts levels

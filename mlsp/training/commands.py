@@ -33,6 +33,25 @@ class Names(click.Choice):
         return super().convert(canonical(value) if isinstance(value, str) else value, param, ctx)
 
 
+class AutoFloat(click.ParamType):
+    """A number, or ``auto`` (the value follows the collection's size: config.regime)."""
+
+    name = "number|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+AUTO_FLOAT = AutoFloat()
+LR_HELP = "Adam's learning rate; auto: 1e-3 below 20,000 training images, else 1e-4 (paper)."
+VAL_HELP = "Share of the images that validate; auto: 10% below 20,000 images, else 5% (paper)."
+
+
 def _fail(err):
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     raise click.ClickException(text.splitlines()[0] if text else type(err).__name__)
@@ -41,26 +60,41 @@ def _fail(err):
 def _labels(path, test_list, val_fraction, seed):
     from ..labels import load_labels, read_id_list
 
+    from .targets import split_labels
+
     labels = load_labels(path)
     test_ids = read_id_list(test_list) if test_list else None
     if test_ids is not None or labels.split is None or not (labels.split == "val").any():
-        labels = labels.with_split(val_fraction=val_fraction, seed=seed, test_ids=test_ids)
+        labels = split_labels(labels, val_fraction, seed, test_ids)
     return labels
+
+
+_CV_OPTIONS = [
+    click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+                 help="K >= 2: cross-validate each row (mean and 95% interval over K folds)."),
+    click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="With --folds: repeat with this many seeds (--seed, --seed+1, ...).")]
+
+
+def _cv(folds, seeds, seed) -> dict:
+    if folds == 1:
+        raise ValueError("--folds must be 0 (one split) or at least 2")
+    return {"folds": folds, "seeds": tuple(range(seed, seed + seeds))}
 
 
 def _training_run_options(fn):
     """The options every ``ablate pooling`` / ``ablate objective`` run shares."""
     for opt in reversed([
             click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int),
-            click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float),
+            click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP),
             click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
                          type=int),
             click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int),
             click.option("--test-list", type=click.Path(exists=True)),
-            click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True,
-                         type=float),
+            click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP),
             click.option("--out", "out_dir", default="ablation", show_default=True,
-                         type=click.Path())]):
+                         type=click.Path()),
+            *_CV_OPTIONS]):
         fn = opt(fn)
     return fn
 
@@ -75,7 +109,7 @@ def _training_run_options(fn):
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int,
               help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int)
-@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float)
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--augment", default=DEFAULTS.augment, show_default=True,
               type=Names(["auto", "random", "all"]),
               help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
@@ -83,7 +117,7 @@ def _training_run_options(fn):
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
-@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=float)
+@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
 @click.option("--distribute", is_flag=True,
               help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
@@ -108,25 +142,34 @@ def _training_run_options(fn):
 @click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=float,
               help="multitask head: leave out of the binary loss images whose MOS lies within "
                    "this margin of the threshold (MTP-NasNet sec. 4.3).")
+@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+              help="K >= 2: train K heads on K folds (cross-validation), report mean and 95% "
+                   "interval, save their ensemble. 0: one train/val split.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --folds: repeat the K folds with this many seeds (--seed, --seed+1, ...).")
 @click.option("--quiet", is_flag=True)
 @click.option("--verbose", is_flag=True,
               help="Also print the feeder's counters every epoch (they are in history.csv).")
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
           test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
-          feature_kind, binary_margin, quiet, verbose):
-    """Train a head on the features in STORE (MLSP sec. 3.3)."""
+          feature_kind, binary_margin, folds, seeds, quiet, verbose):
+    """Train a head on the features in STORE (MLSP sec. 3.3); --folds K cross-validates."""
     from .trainer import train_head
 
+    options = dict(head=head, levels=levels, output=output, epochs=epochs,
+                   batch_size=batch_size, lr=lr, augment=augment, width=width,
+                   distribute=distribute, objective=objective, loss=loss, precision=precision,
+                   features=feature_kind, binary_margin=binary_margin,
+                   sample_weights=None if sample_weights == "none" else sample_weights)
+    if folds == 1:
+        _fail(ValueError("--folds must be 0 (one split) or at least 2"))
     try:
         labels = _labels(labels_file, test_list, val_fraction, seed)
-        res = train_head(store, labels, head=head, levels=levels, output=output, epochs=epochs,
-                         batch_size=batch_size, lr=lr, augment=augment, seed=seed,
-                         out_dir=out_dir, progress=not quiet, verbose=verbose,
-                         val_fraction=val_fraction,
-                         width=width, distribute=distribute, objective=objective, loss=loss,
-                         precision=precision, features=feature_kind,
-                         binary_margin=binary_margin,
-                         sample_weights=None if sample_weights == "none" else sample_weights)
+        if folds:
+            return _cross_validate(store, labels, folds, seeds, seed, val_fraction, out_dir,
+                                   quiet, options)
+        res = train_head(store, labels, seed=seed, out_dir=out_dir, progress=not quiet,
+                         verbose=verbose, val_fraction=val_fraction, **options)
     except USER_ERRORS as err:
         _fail(err)
     if quiet:
@@ -221,6 +264,19 @@ def predict(model, photos, store, weights, fmt, output):
         sys.stdout.write(text)
 
 
+def _cross_validate(store, labels, folds, seeds, seed, val_fraction, out_dir, quiet, options):
+    from .crossval import cross_validate
+    from .cv_report import summary_lines, write_cv_report
+
+    res = cross_validate(store, labels, folds=folds, seeds=range(seed, seed + seeds),
+                         val_fraction=val_fraction, progress=not quiet, **options)
+    files = write_cv_report(out_dir, res)
+    for line in summary_lines(res):
+        click.echo(line)
+    click.echo(f"wrote {', '.join(Path(p).name for p in files)} to {out_dir} (model.keras: the "
+               f"ensemble of the {folds} fold models of seed {seed})")
+
+
 @click.group()
 def ablate():
     """Ablation studies on stored features."""
@@ -231,25 +287,30 @@ def ablate():
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(heads_for("levels")))
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
-@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float)
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option("--test-list", type=click.Path(exists=True))
-@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=float)
+@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
-def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir):
+@_CV_OPTIONS[0]
+@_CV_OPTIONS[1]
+def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir,
+                      folds, seeds):
     """Train HEAD on the last k levels, k = 1..L (MLSP Fig. 7)."""
     from .ablations import ablate_levels
 
     try:
         labels = _labels(labels_file, test_list, val_fraction, seed)
         rows = ablate_levels(store, labels, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
-                             seed=seed, val_fraction=val_fraction)
+                             seed=seed, val_fraction=val_fraction, **_cv(folds, seeds, seed))
     except USER_ERRORS as err:
         _fail(err)
     from ..evaluation.reports import fmt
 
-    best = max(rows, key=lambda r: -1 if r.get("val_srcc") is None else r["val_srcc"])
-    click.echo(f"best on validation: last {best['k']} levels (val SRCC {fmt(best['val_srcc'])}); "
+    key = "cv_srcc" if folds else "val_srcc"
+    best = max(rows, key=lambda r: -1 if r.get(key) is None else r[key])
+    what = "cross-validated" if folds else "on validation"
+    click.echo(f"best {what}: last {best['k']} levels (SRCC {fmt(best[key])}); "
                f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
 
 
@@ -258,14 +319,15 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @_training_run_options
 def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_list, val_fraction,
-                       out_dir):
+                       out_dir, folds, seeds):
     """One head on area / ForePool / BackPool / SPP features (M+MNet Eq. 1-2, MTP-NasNet)."""
     from .ablations import ablate_pooling
 
     try:
         labels = _labels(labels_file, test_list, val_fraction, seed)
         ablate_pooling(store, labels, out_dir=out_dir, epochs=epochs, lr=lr,
-                       batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+                       batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                       **_cv(folds, seeds, seed))
     except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_pooling.csv and ablation_pooling.png to {out_dir}")
@@ -278,14 +340,15 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
               type=Names(heads_for("objective")))
 @_training_run_options
 def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed, test_list,
-                         val_fraction, out_dir):
+                         val_fraction, out_dir, folds, seeds):
     """MLSP vs MP_avg / MP_min / MP_ada, and MSE / EMD / Re-EMD (Sheng et al.; M+MNet)."""
     from .ablations import ablate_objective
 
     try:
         labels = _labels(labels_file, test_list, val_fraction, seed)
         ablate_objective(store, labels, out_dir=out_dir, head=head, epochs=epochs, lr=lr,
-                         batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+                         batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                         **_cv(folds, seeds, seed))
     except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_objective.csv and ablation_objective.png to {out_dir}")

@@ -15,7 +15,6 @@ epoch count nobody validated.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,27 +158,27 @@ def _fold_labels(lab, folds, j, val_fraction, seed):
     """Labels of the CV images with fold ``j`` as 'test', the rest split train / val."""
     from dataclasses import replace
 
+    from .targets import split_labels
+
     test_ids = [lab.ids[i] for i in np.flatnonzero(folds == j)]
-    return replace(lab, split=None).with_split(val_fraction=val_fraction, seed=seed * 1000 + j,
-                                               test_ids=test_ids)
+    return split_labels(replace(lab, split=None), val_fraction, seed * 1000 + j, test_ids)
 
 
 def _default_fit(store_path, labels, seed, options):
-    from .trainer import train_head
+    from .trainer import train
 
-    with tempfile.TemporaryDirectory(prefix="mlsp-cv-") as tmp:
-        return train_head(store_path, labels, seed=seed, out_dir=tmp, plots=False,
-                          progress=False, **options)
+    return train(store_path, labels, seed=seed, progress=False, **options)
 
 
-def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction: float = 0.1,
+def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction="auto",
                    test_ids=None, progress: bool = True, fit=None, **options) -> CVResult:
     """Train K x S heads on K folds of the labelled images, for each seed.
 
     ``labels``: :class:`mlsp.labels.Labels` or a label file.  Images in a given test split
     (a ``split`` column's 'test' rows, or ``test_ids``) take no part in the folds; the
     fold ensemble is scored on them at the end (``held_out``).  Each fold holds out its
-    images as 'test' and splits the rest into 'val' (``val_fraction``, for the schedule)
+    images as 'test' and splits the rest into 'val' (``val_fraction``, for the schedule;
+    ``"auto"``: :func:`mlsp.training.config.regime`)
     and 'train'.  ``options`` go to the trainer (head, lr, epochs, ...).  ``fit`` replaces
     the trainer (tests); it gets ``(store_path, labels, seed, options)`` and returns an
     object with ``model``, ``sidecar``, ``metrics`` and ``predictions``.

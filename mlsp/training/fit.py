@@ -87,15 +87,25 @@ class EpochLog(keras.callbacks.Callback):
         self.echo("  ".join(parts))
 
 
+#: A channel whose training variance is below this share of the median channel's is only
+#: centred, not scaled (variance 1, as scikit-learn's StandardScaler does for constant
+#: features): dead ReLU channels are all but constant on a few hundred images, and dividing
+#: by their tiny spread would blow up the rare image where they fire.
+NEAR_CONSTANT = 1e-4
+
+
 def feature_moments(feats: StoreFeatures, rows, block: int = 256):
-    """Per-channel mean and variance of the stored features of ``rows`` (all augmentations)."""
+    """Per-channel mean and variance of the stored features of ``rows`` (all augmentations);
+    near-constant channels get variance 1 (:data:`NEAR_CONSTANT`)."""
     total, sq, count = 0.0, 0.0, 0
     for a in range(0, len(rows), block):
         x = feats.get(rows[a:a + block]).astype(np.float64)
         x = x.reshape(-1, x.shape[-1])
         total, sq, count = total + x.sum(0), sq + (x * x).sum(0), count + x.shape[0]
     mean = total / count
-    return mean, np.maximum(sq / count - mean * mean, 0.0)
+    var = np.maximum(sq / count - mean * mean, 0.0)
+    floor = NEAR_CONSTANT * max(float(np.median(var)), 1e-12)
+    return mean, np.where(var > floor, var, 1.0)
 
 
 def with_input_normalization(head: keras.Model, mean, variance) -> keras.Model:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import OptionError
 
-__all__ = ["Targets", "prepare_targets", "resolve_labels", "bin_scores", "label_bin_scores",
+__all__ = ["Targets", "prepare_targets", "resolve_labels", "split_labels", "bin_scores", "label_bin_scores",
            "standardize", "unstandardize", "variance_weights"]
 
 
@@ -78,8 +78,20 @@ def resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed):
         ids = np.array(sorted(lab.ids), dtype=object)
         k = int(round(test_fraction * len(ids)))
         test_ids = list(np.random.default_rng([seed, 7]).permutation(ids)[:k])
-    lab = lab.with_split(val_fraction=val_fraction, seed=seed, test_ids=test_ids)
-    return lab, al
+    return split_labels(lab, val_fraction, seed, test_ids), al
+
+
+def split_labels(lab, val_fraction, seed, test_ids=None):
+    """``lab.with_split`` with ``val_fraction="auto"`` resolved by the number of images
+    left for training and validation (:func:`mlsp.training.config.regime`)."""
+    from .config import AUTO, regime
+
+    if val_fraction == AUTO:
+        test = lab.split_mask("test") if test_ids is None else np.isin(
+            np.asarray(lab.ids, dtype=object), np.asarray([str(t) for t in test_ids],
+                                                           dtype=object))
+        val_fraction = regime(int((~test).sum()))["val_fraction"]
+    return lab.with_split(val_fraction=float(val_fraction), seed=seed, test_ids=test_ids)
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""What a cross-validation run writes and prints: the fold ensemble (model.keras +
+model.json), cv_folds.csv (every fold's metrics for the head, ridge and the constant),
+cv_summary.json (means with 95% intervals, out-of-fold metrics, the verdict against ridge),
+oof_predictions.csv and cv_folds.png (each fold's SRCC, head against ridge)."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.plots import pyplot
+from ..evaluation.reports import fmt, write_json
+from ..model_format import write_model
+
+__all__ = ["write_cv_report", "summary_lines", "interval_text"]
+
+
+def interval_text(m) -> str:
+    """``0.752 [0.731, 0.773]`` for a (mean, low, high) triple; ``-`` when missing."""
+    if not m or m[0] is None or not math.isfinite(m[0]):
+        return "-"
+    if m[1] is None or not math.isfinite(m[1]):
+        return fmt(m[0])
+    return f"{fmt(m[0])} [{fmt(m[1])}, {fmt(m[2])}]"
+
+
+def summary_lines(result) -> list[str]:
+    """The lines a person reads after ``mlsp train --folds``."""
+    s = result.summary()
+    n = len(result.seeds) * result.folds
+    lines = [f"{result.folds} folds x {len(result.seeds)} seed(s) = {n} test folds; mean "
+             f"[95% interval, corrected for overlapping training sets]:"]
+    for row, label in (("head", "head"), ("baseline_ridge", "ridge"), ("constant", "constant")):
+        m = s.get(row, {})
+        lines.append(f"  {label:8s} SRCC {interval_text(m.get('srcc'))}  PLCC "
+                     f"{interval_text(m.get('plcc'))}  RMSE {interval_text(m.get('rmse'))}")
+    verdict = result.verdict()
+    if verdict:
+        lines.append(verdict)
+    if result.held_out:
+        h = result.held_out
+        lines.append(f"held-out test split (n={h['n']}), fold ensemble: SRCC {fmt(h['srcc'])} "
+                     f"PLCC {fmt(h['plcc'])} RMSE {fmt(h['rmse'])}")
+    return lines
+
+
+def write_cv_report(out, result, plots: bool = True) -> list:
+    """Write a :class:`~mlsp.training.crossval.CVResult` into ``out``; the files written."""
+    out = Path(out)
+    model, sidecar = result.ensemble()
+    files = write_model(out, model, dict(sidecar, cross_validation={
+        "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary()}))
+    keys = []
+    for r in result.rows:
+        keys += [k for k in r if k not in keys]
+    with open(out / "cv_folds.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(result.rows)
+    write_json(out / "cv_summary.json", {
+        "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary(),
+        "out_of_fold": result.oof_metrics(), "verdict": result.verdict(),
+        "held_out_test": result.held_out, "options": result.options,
+        "seconds": result.seconds})
+    with open(out / "oof_predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "seed", "fold", "mos_true", "mos_pred"])
+        for s, o in result.oof.items():
+            for i, id_ in enumerate(o["ids"]):
+                w.writerow([id_, s, int(o["fold"][i]), f"{o['mos_true'][i]:.6f}",
+                            f"{o['mos_pred'][i]:.6f}"])
+    files += [out / "cv_folds.csv", out / "cv_summary.json", out / "oof_predictions.csv"]
+    if plots:
+        files.append(_plot_folds(out / "cv_folds.png", result))
+    return files
+
+
+def _plot_folds(path, result):
+    """Each test fold's SRCC for the head and ridge, with the means and their intervals."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    s = result.summary()
+    for k, (row, label) in enumerate((("head", "head"), ("baseline_ridge", "ridge"))):
+        v = np.array([np.nan if x is None else x for x in result.values(row, "srcc")], float)
+        ax.plot(np.full(v.size, k) + np.linspace(-0.15, 0.15, v.size), v, "o", alpha=0.5,
+                color=f"C{k}")
+        m = s.get(row, {}).get("srcc")
+        if m and all(map(math.isfinite, m)):
+            ax.errorbar(k + 0.3, m[0], yerr=[[m[0] - m[1]], [m[2] - m[0]]], fmt="s",
+                        capsize=4, color=f"C{k}", label=f"{label}: {interval_text(m)}")
+    ax.set_xticks([0, 1], ["head", "ridge"])
+    ax.set_ylabel("test-fold SRCC")
+    ax.set_title(f"{result.folds}-fold CV x {len(result.seeds)} seed(s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
