@@ -101,10 +101,12 @@ def table(rows) -> list[dict]:
                        ("baseline_ridge", "ridge on narrow features (mean of 8 augmentations)")):
         flat.append({"row": ref, "what": label, "srcc": first[ref].get("srcc"),
                      "plcc": first[ref].get("plcc"), "rmse": first[ref].get("rmse"),
-                     "minus_ridge": None, "seconds": None})
+                     "minus_ridge": None, "seconds": None,
+                     "runs": f"{rows[0]['folds']}x{len(rows[0]['seeds'])}"})
     for r in rows:
         s = r["summary"]
-        flat.append({"row": r["row"], "what": r["what"], "srcc": s["head"].get("srcc"),
+        flat.append({"row": r["row"], "what": r["what"], "runs": f"{r['folds']}x{len(r['seeds'])}",
+                     "srcc": s["head"].get("srcc"),
                      "plcc": s["head"].get("plcc"), "rmse": s["head"].get("rmse"),
                      "minus_ridge": s.get("head_minus_ridge", {}).get("srcc"),
                      "seconds": r["seconds"]})
@@ -114,10 +116,10 @@ def table(rows) -> list[dict]:
 def write(flat, out: Path, folds, seeds):
     with open(out / "quality.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "what", "srcc", "srcc_lo", "srcc_hi", "plcc", "plcc_lo", "plcc_hi",
+        w.writerow(["row", "what", "folds_x_seeds", "srcc", "srcc_lo", "srcc_hi", "plcc", "plcc_lo", "plcc_hi",
                     "rmse", "rmse_lo", "rmse_hi", "minus_ridge", "minus_ridge_lo", "minus_ridge_hi", "seconds"])
         for r in flat:
-            w.writerow([r["row"], r["what"], *(r["srcc"] or [""] * 3), *(r["plcc"] or [""] * 3),
+            w.writerow([r["row"], r["what"], r["runs"], *(r["srcc"] or [""] * 3), *(r["plcc"] or [""] * 3),
                         *(r["rmse"] or [""] * 3), *(r["minus_ridge"] or [""] * 3), r["seconds"] or ""])
     (out / "quality.json").write_text(json.dumps({"folds": folds, "seeds": list(seeds),
                                                   "rows": flat}, indent=1, default=float))
@@ -176,9 +178,10 @@ def main():
     write(flat, a.out, a.folds, seeds)
     print(f"\n{a.folds} folds x {len(seeds)} seeds on {a.store.name} ({a.labels}); SRCC / PLCC "
           f"mean [95% interval]; head - ridge is paired over the same folds")
-    print(f"| row | SRCC | PLCC | RMSE | SRCC - ridge | s |\n|---|---|---|---|---|---|")
+    print("| row | folds x seeds | SRCC | PLCC | RMSE | SRCC - ridge (paired) | s |\n"
+          "|---|---|---|---|---|---|---|")
     for r in flat:
-        print(f"| {r['what']} | {fmt(r['srcc'])} | {fmt(r['plcc'])} | {fmt(r['rmse'])} | "
+        print(f"| {r['what']} | {r['runs']} | {fmt(r['srcc'])} | {fmt(r['plcc'])} | {fmt(r['rmse'])} | "
               f"{'' if r['minus_ridge'] is None else fmt(r['minus_ridge'])} | "
               f"{r['seconds'] or ''} |")
     print(f"written: {a.out / 'quality.csv'}, quality.json, quality.png")
