@@ -36,7 +36,12 @@ def _import_keras_quietly():
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import keras  # noqa: F401
+                import keras
+
+                if keras.backend.backend() == "tensorflow":  # a GPU build probes CUDA here,
+                    import tensorflow as tf  # logging "failed call to cuInit" on CPU hosts
+
+                    tf.config.list_physical_devices("GPU")
             finally:
                 os.dup2(saved, 2)
     except Exception as err:  # ImportError, or a backend built against other libraries

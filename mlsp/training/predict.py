@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extract.weights import find_weights  # the one lookup of the recorded weights (issue 12)
 from ..stores.features import FeatureStore, StoreError
 from .data import StoreFeatures, feature_parts
 from .trainer import check_compatible, load_trained, outputs_to_scores, score_rows
@@ -34,47 +35,6 @@ def expand_inputs(paths_or_folders) -> list:
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     return items
-
-
-def find_weights(features: dict, hint=None, model_dir=None) -> str:
-    """The weights argument for MLSPModel that reproduces the recorded ``features``.
-
-    ``imagenet`` / ``none`` are used as such, weights shipped with mlsp (``bundled:...``)
-    when the shipped file has the recorded hash; a weights file recorded by name is looked
-    for at ``hint``, in the model folder, the working directory, ``$MLSP_WEIGHTS_DIR``
-    and the Keras cache, and must have the recorded SHA-256.
-    """
-    from ..extract.backbones import keras_cache_dir, sha256_file
-
-    name = str(features.get("weights", "imagenet"))
-    if name.lower() in ("imagenet", "none", "random"):
-        return name
-    want = str(features.get("weights_sha256", ""))
-    if name.startswith("bundled:"):  # weights shipped with mlsp: resolved as extraction does
-        from ..extract.backbones import WeightsUnavailableError, get_backbone, resolve_weights
-
-        if not hint:
-            try:
-                shipped = resolve_weights(get_backbone(features["backbone"]),
-                                          float(features["alpha"]), "bundled")
-                if shipped.name == name and (not want or shipped.sha256 == want):
-                    return "bundled"
-            except (WeightsUnavailableError, KeyError, ValueError):
-                pass
-        name = name[len("bundled:"):]  # another release's file, or a hint: by name and hash
-    candidates = []
-    if hint:
-        h = Path(hint)
-        candidates += [h / name if h.is_dir() else h]
-    for d in (model_dir, Path.cwd(), os.environ.get("MLSP_WEIGHTS_DIR"), keras_cache_dir()):
-        if d:
-            candidates.append(Path(d) / name)
-    for c in candidates:
-        if c.is_file() and (not want or sha256_file(c) == want):
-            return str(c)
-    raise FileNotFoundError(
-        f"the model was trained on features from weights file {name!r} (sha256 {want[:12]}...); "
-        f"pass its path (weights=... / --weights) or put it in $MLSP_WEIGHTS_DIR")
 
 
 def _options(features: dict):

@@ -562,7 +562,7 @@ def train_head(store_path, labels, head: str = "single_3fc", levels=None, output
         "pooling": features, "wide_size": wide_size if features != "narrow" else 0,
         "levels": level_names, "level_channels": level_channels, "channels": int(channels),
         # what defines the features (store IDENTITY_KEYS), plus the weights' name to find them
-        "features": {"weights": config.get("weights"),
+        "features": {"weights": config.get("weights"), "weights_path": config.get("weights_path"),
                      **{k: config.get(k) for k in IDENTITY_KEYS}},
         "store": str(store_path.resolve()),
         "target": {"mean": mean, "std": std, "standardized": output == "mos"},
