@@ -281,6 +281,30 @@ def demo(out, n_images, backbone, alpha, weights, quiet):
              progress=not quiet, echo=click.echo)
 
 
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--weights", default=None,
+              help="Backbone weights (file, folder, 'bundled' or 'imagenet') when not found automatically; checked against the model's SHA-256.")
+@click.option("--tta", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
+              help="crops: the 8 MLSP crops averaged inside the graph (the scores of `mlsp predict`); whole: one pass over the whole image (about 6x less work, not the trained average).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+def export(model, out, weights, tta, opset):
+    """Write a trained MODEL as one ONNX file: an RGB image of any size in, its score out.
+
+    Input `image`: uint8 (height, width, 3).  Outputs `mos` (1,) and, for distribution
+    heads, `distribution` (1, K).  Needs `pip install 'mlsp[onnx]'`.
+    """
+    from .export.onnx import export_onnx
+
+    try:
+        path = export_onnx(model, out, weights=weights, tta=tta, opset=opset)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # incl. weights and ONNX errors
+        _fail((str(err).strip().splitlines() or [type(err).__name__])[0])
+    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB; input 'image' uint8 "
+               f"(H, W, 3), tta {tta})")
+
+
 def _register_optional():
     try:
         from .training.commands import commands

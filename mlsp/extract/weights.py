@@ -144,7 +144,10 @@ def _explicit(weights, backbone, alpha, name, file_name, want, accept) -> Resolv
             f"{path}: no weights file with sha256 {want} (the {name!r} the model's features "
             f"came from) in this folder; fix: pass the file itself, or omit --weights to search "
             f"the recorded path, ${ENV_DIR}, the bundled file and Keras' cache")
-    got = resolve_weights(backbone, alpha, weights)  # a file, bundled, imagenet: one-line errors
+    try:  # a file, bundled or imagenet
+        got = resolve_weights(backbone, alpha, weights)
+    except WeightsUnavailableError as err:
+        raise WeightsNotFoundError(str(err)) from None
     if got.path is None or (want and got.sha256 != want):
         raise WeightsMismatchError(
             f"{got.path or weights}: sha256 {got.sha256 or '(random weights)'} differs from "

@@ -63,13 +63,21 @@ def _row(id_, path, mos, dist, error=None):
 
 
 def predict_images(model_path, paths_or_folders, weights=None, progress: bool = True,
-                   mlsp_model=None) -> list[dict]:
+                   mlsp_model=None, runtime: str = "keras") -> list[dict]:
     """Score image files: features extracted in memory with the recorded backbone and
     weights, predictions averaged over all augmentations (MLSP sec. 3.1).
 
     Returns one dict per image: id, path, score (None on failure), distribution
-    (distribution heads), error (on failure).
+    (distribution heads), error (on failure).  ``runtime="onnx"``: the same scores from
+    the model's ONNX export run by onnxruntime (``pip install 'mlsp[onnx]'``).
     """
+    if runtime == "onnx":
+        from ..export.onnx import predict_onnx
+
+        return predict_onnx(model_path, expand_inputs(paths_or_folders), weights=weights,
+                            progress=progress)
+    if runtime != "keras":
+        raise ValueError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
     from tqdm.auto import tqdm
 
     from ..extract.extractor import prepare, run_model, store_config
