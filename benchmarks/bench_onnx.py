@@ -31,7 +31,7 @@ def main():
     import keras
     import onnxruntime
 
-    from mlsp.export.onnx import _cached_export
+    from mlsp.export.onnx import cached_export
     from mlsp.training.predict import expand_inputs, predict_images
 
     items = expand_inputs(a.photos)[: a.n + 2]
@@ -42,7 +42,7 @@ def main():
                "onnxruntime": onnxruntime.__version__}
     for tta in ("crops", "whole"):
         t = time.perf_counter()
-        _cached_export(a.model, None, tta)
+        cached_export(a.model, None, tta)
         results[f"export_{tta}_s"] = round(time.perf_counter() - t, 2)
     scores = {}
     for name, kwargs in (("keras", {}), ("onnx", {"runtime": "onnx"})):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export_onnx", "predict_onnx", "TTA_MODES", "OnnxUnavailableError"]
+__all__ = ["export_onnx", "predict_onnx", "cached_export", "TTA_MODES", "OnnxUnavailableError"]
 
 TTA_MODES = ("crops", "whole")
 
@@ -199,7 +199,7 @@ def _fingerprint(model_path) -> str:
     return digest.hexdigest()
 
 
-def _cached_export(model_path, weights, tta) -> Path:
+def cached_export(model_path, weights, tta) -> Path:
     """The model's ONNX file, exported once next to the model (or in a temporary folder
     when that folder is read-only) and exported again when the model changes."""
     onnx = _need("onnx")
@@ -228,7 +228,7 @@ def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) ->
     from ..extract.augment import fit_scale, rescale
     from ..images.decode import decode_image
 
-    path = _cached_export(model_path, weights, tta)
+    path = cached_export(model_path, weights, tta)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     names = [o.name for o in session.get_outputs()]
