@@ -1,6 +1,7 @@
 """The ``mlsp`` command line: a thin layer over the Python API."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -10,23 +11,48 @@ import click
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
+#: Commands that only read files: they start without importing Keras or its backend
+#: (TensorFlow alone takes seconds to import).  Every other command imports the backend
+#: after its arguments parsed, so ``--help`` of any command stays light too.
+LIGHT_COMMANDS = frozenset({"info", "merge", "labels"})
+
+#: What installs each Keras backend (named in the one-line error when it is missing).
+_BACKEND_FIX = {"tensorflow": "pip install tensorflow", "jax": "pip install 'mlsp[jax]'",
+                "torch": "pip install 'mlsp[torch]'"}
+
 
 def _import_keras_quietly():
-    """Import Keras (and TensorFlow) with C++ start-up logging muted.
+    """Import Keras and its backend with C++ start-up logging muted; a missing or broken
+    backend is a one-line error naming the fix, not a traceback from inside Keras.
 
     TensorFlow prints absl/oneDNN notices on file descriptor 2 before any log
-    level applies; they say nothing to an mlsp user.  Python errors still show.
+    level applies; they say nothing to an mlsp user.
     """
     if "keras" in sys.modules:
         return
+    backend = os.environ.get("KERAS_BACKEND") or "tensorflow"
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import keras  # noqa: F401
+                import keras
+
+                if keras.backend.backend() == "tensorflow":  # a GPU build probes CUDA here,
+                    import tensorflow as tf  # logging "failed call to cuInit" on CPU hosts
+
+                    tf.config.list_physical_devices("GPU")
             finally:
                 os.dup2(saved, 2)
+    except Exception as err:  # ImportError, or a backend built against other libraries
+        for name in [m for m in sys.modules if m == "keras" or m.startswith("keras.")]:
+            del sys.modules[name]  # a half-imported keras must not pass for a working one
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        fix = _BACKEND_FIX.get(backend, f"install {backend}")
+        raise click.ClickException(
+            f"the Keras backend '{backend}' cannot be loaded ({type(err).__name__}: {first}); "
+            f"fix: {fix}, or choose an installed backend with KERAS_BACKEND=tensorflow|jax|torch"
+        ) from None
     finally:
         os.close(saved)
 
@@ -88,9 +114,9 @@ def main():
     """mlsp: image aesthetics from multi-level spatially pooled (MLSP) features.
 
     Stages: `mlsp extract` (images -> HDF5 feature store), `mlsp info`,
-    then train / evaluate / predict / ablate heads on stored features.
+    then train / evaluate / predict / ablate heads on stored features,
+    `mlsp export` (a trained model -> one ONNX file).
     """
-    _import_keras_quietly()
 
 
 @main.command()
@@ -255,6 +281,30 @@ def demo(out, n_images, backbone, alpha, weights, quiet):
              progress=not quiet, echo=click.echo)
 
 
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--weights", default=None,
+              help="Backbone weights (file, folder, 'bundled' or 'imagenet') when not found automatically; checked against the model's SHA-256.")
+@click.option("--tta", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
+              help="crops: the 8 MLSP crops averaged inside the graph (the scores of `mlsp predict`); whole: one pass over the whole image (about 6x less work, not the trained average).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+def export(model, out, weights, tta, opset):
+    """Write a trained MODEL as one ONNX file: an RGB image of any size in, its score out.
+
+    Input `image`: uint8 (height, width, 3).  Outputs `mos` (1,) and, for distribution
+    heads, `distribution` (1, K).  Needs `pip install 'mlsp[onnx]'`.
+    """
+    from .export.onnx import export_onnx
+
+    try:
+        path = export_onnx(model, out, weights=weights, tta=tta, opset=opset)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # incl. weights and ONNX errors
+        _fail((str(err).strip().splitlines() or [type(err).__name__])[0])
+    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB; input 'image' uint8 "
+               f"(H, W, 3), tta {tta})")
+
+
 def _register_optional():
     try:
         from .training.commands import commands
@@ -264,7 +314,43 @@ def _register_optional():
         main.add_command(command)
 
 
+def _with_backend(command):
+    """Run ``_import_keras_quietly`` right before ``command`` (each subcommand of a group)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_backend(sub)
+        return command
+    inner = command.callback
+
+    @functools.wraps(inner)
+    def run(*args, **kwargs):
+        _import_keras_quietly()
+        return inner(*args, **kwargs)
+
+    command.callback = run
+    return command
+
+
+def _short_help(command):
+    """The first paragraph of the docstring, whole: click's default cuts at the first word
+    ending in a period (``(MLSP sec.``), mid-sentence."""
+    if command.short_help is None and command.help:
+        first = command.help.strip().split("\n\n")[0]
+        command.short_help = " ".join(first.split())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _short_help(sub)
+
+
+def _finish_registration():
+    for name, command in main.commands.items():
+        _short_help(command)
+        if name not in LIGHT_COMMANDS:
+            _with_backend(command)
+
+
 _register_optional()
+_finish_registration()
 
 if __name__ == "__main__":
     sys.exit(main())

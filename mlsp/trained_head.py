@@ -197,45 +197,12 @@ def expand_inputs(paths_or_folders) -> list:
     return items
 
 
-def find_weights(features: dict, hint=None, model_dir=None) -> str:
-    """The weights argument for MLSPModel that reproduces the recorded ``features``.
+def find_weights(features: dict, hint=None, model_dir=None):
+    """The weights file whose SHA-256 is the recorded one (:func:`mlsp.extract.weights.
+    find_weights`, the one lookup for predict, evaluate, export and the Python API)."""
+    from .extract.weights import find_weights as lookup
 
-    ``imagenet`` / ``none`` are used as such, weights shipped with mlsp (``bundled:...``)
-    when the shipped file has the recorded hash; a weights file recorded by name is looked
-    for at ``hint``, in the model folder, the working directory, ``$MLSP_WEIGHTS_DIR``
-    and the Keras cache, and must have the recorded SHA-256.
-    """
-    from .extract.backbones import keras_cache_dir, sha256_file
-
-    name = str(features.get("weights", "imagenet"))
-    if name.lower() in ("imagenet", "none", "random"):
-        return name
-    want = str(features.get("weights_sha256", ""))
-    if name.startswith("bundled:"):  # weights shipped with mlsp: resolved as extraction does
-        from .extract.backbones import WeightsUnavailableError, get_backbone, resolve_weights
-
-        if not hint:
-            try:
-                shipped = resolve_weights(get_backbone(features["backbone"]),
-                                          float(features["alpha"]), "bundled")
-                if shipped.name == name and (not want or shipped.sha256 == want):
-                    return "bundled"
-            except (WeightsUnavailableError, KeyError, ValueError):
-                pass
-        name = name[len("bundled:"):]  # another release's file, or a hint: by name and hash
-    candidates = []
-    if hint:
-        h = Path(hint)
-        candidates += [h / name if h.is_dir() else h]
-    for d in (model_dir, Path.cwd(), os.environ.get("MLSP_WEIGHTS_DIR"), keras_cache_dir()):
-        if d:
-            candidates.append(Path(d) / name)
-    for c in candidates:
-        if c.is_file() and (not want or sha256_file(c) == want):
-            return str(c)
-    raise FileNotFoundError(
-        f"the model was trained on features from weights file {name!r} (sha256 {want[:12]}...); "
-        f"pass its path (weights=... / --weights) or put it in $MLSP_WEIGHTS_DIR")
+    return lookup(features, hint, model_dir)
 
 
 def _row(id_, path, mos, dist, error=None):
@@ -248,13 +215,23 @@ def _row(id_, path, mos, dist, error=None):
 
 
 def predict_images(model_path, paths_or_folders, weights=None, progress: bool = True,
-                   mlsp_model=None) -> list[dict]:
+                   mlsp_model=None, runtime: str = "keras") -> list[dict]:
     """Score image files: features extracted in memory with the recorded backbone and
     weights, predictions averaged over all augmentations (MLSP sec. 3.1).
 
     ``model_path``: a TrainedHead or its folder.  Returns one dict per image: id, path,
     score (None on failure), distribution (distribution heads), error (on failure).
+    ``runtime="onnx"``: the same scores from the model's ONNX export run by onnxruntime
+    (``pip install 'mlsp[onnx]'``; needs the model's folder).
     """
+    if runtime == "onnx":
+        from .export.onnx import predict_onnx
+
+        folder = model_path.path if isinstance(model_path, TrainedHead) else model_path
+        return predict_onnx(folder, expand_inputs(paths_or_folders), weights=weights,
+                            progress=progress)
+    if runtime != "keras":
+        raise ValueError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
     from tqdm.auto import tqdm
 
     from .extract.extractor import prepare, run_model, store_config

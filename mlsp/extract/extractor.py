@@ -105,6 +105,7 @@ def store_config(model: MLSPModel, opts: ExtractOptions) -> dict:
         "alpha": model.alpha,
         "weights": model.weights.name,
         "weights_sha256": model.weights.sha256,
+        "weights_path": str(Path(model.weights.path).resolve()) if model.weights.path else "",
         "weights_seed": model.seed if model.weights.path is None else -1,
         "preprocessing": model.preprocessing,
         "augmentation_mode": opts.augmentation,

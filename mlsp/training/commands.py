@@ -238,7 +238,9 @@ def _format(rows, fmt):
               help="Backbone weights file, if the model's is not found automatically.")
 @click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json"]))
 @click.option("-o", "--output", "output", default=None, type=click.Path(), help="File (default stdout).")
-def predict(model, photos, store, weights, fmt, output):
+@click.option("--runtime", default="keras", show_default=True, type=click.Choice(["keras", "onnx"]),
+              help="onnx: the model's ONNX export (made once, next to it) run by onnxruntime.")
+def predict(model, photos, store, weights, fmt, output, runtime):
     """Score PHOTOS (files or folders) with a trained MODEL.
 
     With --features STORE, scores come from the stored features; PHOTOS (file names
@@ -251,7 +253,8 @@ def predict(model, photos, store, weights, fmt, output):
         else:
             if not photos:
                 raise click.UsageError("give PHOTOS (files or folders), or --features STORE")
-            rows = predict_images(model, photos, weights=weights, progress=output is not None)
+            rows = predict_images(model, photos, weights=weights, progress=output is not None,
+                                  runtime=runtime)
     except USER_ERRORS as err:
         _fail(err)
     text = _format(rows, fmt)

@@ -1,0 +1,1 @@
+"""A trained model for use elsewhere: one ONNX file (:mod:`mlsp.export.onnx`)."""
