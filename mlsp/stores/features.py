@@ -43,10 +43,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .lock import StoreLock, StoreLockedError
+
 FORMAT = "mlsp-features"
 FORMAT_VERSION = 1
 ERROR_BYTES = 256
+#: ``images/status`` codes: the one definition (everything else imports these names).
 PENDING, DONE, FAILED = 0, 1, -1
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 #: Configuration attributes that must agree for a store to be resumed or reused.
 IDENTITY_KEYS = (
@@ -62,6 +66,72 @@ ROW_META = ("index", "height", "width", "scale")
 
 class StoreError(ValueError):
     """A store that cannot be used as asked; the message names the file and the cause."""
+
+
+class StoreBusyError(StoreError):
+    """Another process writes the store (its lock is held)."""
+
+
+class StoreDamagedError(StoreError):
+    """The file is not a readable HDF5 store (truncated, overwritten header, ...)."""
+
+
+class StoreWriteError(StoreError):
+    """Writing rows failed (full disk, I/O error): the job must stop; finished rows are safe."""
+
+
+def acquire_lock(path) -> StoreLock:
+    """The writer's lock on ``path`` (and its ``.tmp``), or a one-line StoreError.
+
+    Made first by every writer: a folder that refuses writes (read-only, no permission)
+    is reported here, before any expensive work."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"{path}: cannot make its folder: {_os_cause(err)}") from None
+    try:
+        return StoreLock(path).acquire()
+    except StoreLockedError as err:
+        raise StoreBusyError(str(err)) from None
+    except OSError as err:
+        raise StoreError(err.strerror or str(err)) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _os_cause(err: BaseException) -> str:
+    """The operating system's words for a failed write ("No space left on device")."""
+    m = re.search(r"error message = '([^']+)'", str(err))
+    if m:
+        return m.group(1)
+    if getattr(err, "errno", None):
+        return os.strerror(err.errno)
+    return _first_line(err)
+
+
+def describe_open_error(path, err: OSError) -> StoreError:
+    """Tell a locked store from a damaged one (HDF5's truncation message says "sblock")."""
+    from .lock import describe_holder, holder
+
+    text = " ".join(str(err).split())
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if m:
+        have, want = int(m.group(1)), int(m.group(2))
+        return StoreDamagedError(
+            f"{path}: damaged store: truncated to {have:,} of its {want:,} bytes "
+            f"({100 * have / max(want, 1):.0f}%); `mlsp repair {path}` keeps the rows written "
+            f"before the cut and sets the rest pending")
+    if re.search(r"\block\b|unable to lock", text, re.IGNORECASE):
+        pid = holder(path)
+        return StoreBusyError(f"{path}: open for writing in {describe_holder(pid)} "
+                              f"(a running extraction?); wait for it to finish")
+    if "signature" in text.lower():
+        return StoreDamagedError(f"{path}: damaged store or not HDF5: no HDF5 signature "
+                                 f"(the header is overwritten or it is another kind of file)")
+    return StoreDamagedError(f"{path}: damaged store, HDF5 cannot open it: "
+                             f"{str(err).splitlines()[0]}")
 
 
 @dataclass(frozen=True)
@@ -114,9 +184,10 @@ def _plain(value):
 class FeatureStore:
     """Read and write one feature store.  Use :meth:`create` or :meth:`open`."""
 
-    def __init__(self, h5: h5py.File, path: Path):
+    def __init__(self, h5: h5py.File, path: Path, lock: StoreLock | None = None):
         self.h5 = h5
         self.path = Path(path)
+        self.lock = lock  # held by a writer for as long as the store is open
         if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{path}: not an mlsp feature store (no format='{FORMAT}' attribute)")
         version = int(self.h5.attrs.get("format_version", -1))
@@ -126,20 +197,47 @@ class FeatureStore:
     # -- making and opening -------------------------------------------------------------
     @classmethod
     def create(cls, path, ids, paths, config: dict, levels, n_augmentations: int,
-               wide_size: int, extra: dict | None = None) -> "FeatureStore":
+               wide_size: int, extra: dict | None = None,
+               lock: StoreLock | None = None) -> "FeatureStore":
         """Make a new store for ``ids``/``paths``, atomically (temp file, then rename).
 
         ``extra``: more feature kinds, name -> per-row shape, e.g.
         ``{"wide_fore": (5, 5, C), "spp": (26, C)}``: ``features/<name>`` of shape
         (N, A, *shape), float16, one row per chunk, allocated now like the others.
+        ``lock``: the caller's :func:`acquire_lock` (else taken here); it stays held by
+        the returned store.  A failed write (full disk) removes the temporary file and
+        raises one line.
         """
         path = Path(path)
         if len(ids) != len(paths):
             raise ValueError("ids and paths differ in length")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{path}: cannot make its folder: {_os_cause(err)}") from None
+        own = lock is None
+        lock = lock or acquire_lock(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            cls._build(tmp, ids, paths, config, levels, n_augmentations, wide_size, extra)
+            os.replace(tmp, path)
+        except BaseException as err:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            if own:
+                lock.release()
+            if isinstance(err, OSError):
+                raise StoreWriteError(f"{path}: cannot create the store: {_os_cause(err)} "
+                                      f"(nothing was written)") from None
+            raise
+        return cls.open(path, "r+", lock=lock)
+
+    @staticmethod
+    def _build(tmp, ids, paths, config, levels, n_augmentations, wide_size, extra):
         channels = int(sum(lv.channels for lv in levels))
         n = len(ids)
-        tmp = path.with_name(path.name + ".tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = FORMAT
             h5.attrs["format_version"] = FORMAT_VERSION
@@ -177,30 +275,42 @@ class FeatureStore:
                              (1, 1) + shape)
                 else:
                     feats.create_dataset(name, (0, n_augmentations) + shape, "float16")
-        os.replace(tmp, path)
-        return cls.open(path, "r+")
+            h5.flush()
+            os.fsync(h5.id.get_vfd_handle())
 
     @classmethod
-    def open(cls, path, mode: str = "r") -> "FeatureStore":
+    def open(cls, path, mode: str = "r", lock: StoreLock | None = None) -> "FeatureStore":
+        """Open a store; a writer (mode "r+") holds its lock until :meth:`close`
+        (``lock``: one the caller already holds, handed over to the store)."""
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        own = lock is None and mode != "r"
+        if own:
+            lock = acquire_lock(path)
         try:
-            h5 = h5py.File(path, mode)
-        except OSError as err:
-            msg = str(err).splitlines()[0]
-            if "lock" in msg.lower():
-                msg = "the file is open in another process (a running extraction?)"
-            raise StoreError(f"{path}: cannot open as HDF5: {msg}") from None
-        try:
-            return cls(h5, path)
-        except Exception:
-            h5.close()
+            try:
+                h5 = h5py.File(path, mode)
+            except OSError as err:
+                raise describe_open_error(path, err) from None
+            try:
+                return cls(h5, path, lock if mode != "r" else None)
+            except Exception:
+                h5.close()
+                raise
+        except BaseException:
+            if own:
+                lock.release()
             raise
 
     def close(self):
-        if self.h5.id.valid:
-            self.h5.close()
+        try:
+            if self.h5.id.valid:
+                self.h5.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def __enter__(self):
         return self
@@ -325,13 +435,19 @@ class FeatureStore:
 
     # -- writing (extraction) -----------------------------------------------------------
     def write_rows(self, rows):
-        """Write finished images, then flush, then mark them done (crash-safe order).
+        """Write finished images, then flush and fsync, then mark them done (crash-safe order).
 
         ``rows``: iterable of dicts with index, height, width, scale and one array per
         feature kind: narrow (A, C), wide (A, P, P, C), and any other ``features/``
         dataset (e.g. wide_fore, spp).  A row must carry (not None) every kind the store
         has (else StoreError, before anything is written); kinds the store lacks are
         ignored, as "wide" always was for a store made with wide size 0.
+
+        Features go straight to their preallocated chunks (``write_direct_chunk``: one
+        chunk is one row and augmentation), never through HDF5's chunk cache, whose
+        write errors surface only when a dataset object is garbage-collected and are
+        then lost (a full disk used to leave rows of zeros marked done).  Any failed
+        write raises :class:`StoreWriteError` before a status changes.
         """
         rows = sorted(rows, key=lambda r: r["index"])
         if not rows:
@@ -342,29 +458,65 @@ class FeatureStore:
             missing = [k for k in kinds if r.get(k) is None]
             if missing:
                 raise StoreError(f"{self.path}: row {r['index']} lacks features {missing}")
+        datasets = {kind: feats[kind] for kind in kinds}
         img = self.h5["images"]
-        for r in rows:
-            i = r["index"]
-            for kind in kinds:
-                feats[kind][i] = r[kind]
-            img["height"][i] = r["height"]
-            img["width"][i] = r["width"]
-            img["scale"][i] = r["scale"]
-            img["error"][i] = b""
+        try:
+            for r in rows:
+                i = r["index"]
+                for kind, ds in datasets.items():
+                    self._write_row(ds, i, r[kind])
+                img["height"][i] = r["height"]
+                img["width"][i] = r["width"]
+                img["scale"][i] = r["scale"]
+                img["error"][i] = b""
+            self._sync()
+            for r in rows:
+                img["status"][r["index"]] = DONE
+            self._sync()
+        except OSError as err:
+            raise self._write_error(err, len(rows)) from None
+
+    @staticmethod
+    def _write_row(ds: h5py.Dataset, index: int, value) -> None:
+        block = np.ascontiguousarray(np.broadcast_to(np.asarray(value), ds.shape[1:]), "<f2")
+        if ds.is_virtual or ds.chunks != (1, 1) + tuple(ds.shape[2:]):
+            ds[index] = block  # not an extraction store's layout: let h5py do it
+            return
+        for a in range(block.shape[0]):
+            ds.id.write_direct_chunk((index, a) + (0,) * (block.ndim - 1), block[a].tobytes())
+
+    def _sync(self) -> None:
+        """Flush HDF5's buffers and have the kernel put the bytes on the device."""
         self.h5.flush()
-        for r in rows:
-            img["status"][r["index"]] = DONE
-        self.h5.flush()
+        os.fsync(self.h5.id.get_vfd_handle())
+
+    def _write_error(self, err: BaseException, n_rows: int) -> StoreWriteError:
+        try:
+            status = self.status
+            counts = f"{int((status == DONE).sum())} of {status.size} rows are done and safe"
+        except Exception:
+            counts = "rows marked done before this block are safe"
+        return StoreWriteError(f"{self.path}: write failed: {_os_cause(err)}; {counts} "
+                               f"(the {n_rows} being written stay pending); free space and "
+                               f"run the same command again to resume")
 
     def mark_failed(self, failures):
         """Record ``(index, reason, height, width)`` failures; flushed at once."""
+        failures = list(failures)
+        if not failures:
+            return
         img = self.h5["images"]
-        for index, reason, height, width in failures:
-            img["error"][index] = _clip_utf8(reason)
-            img["height"][index] = height or 0
-            img["width"][index] = width or 0
-            img["status"][index] = FAILED
-        self.h5.flush()
+        try:
+            for index, reason, height, width in failures:
+                img["error"][index] = _clip_utf8(reason)
+                img["height"][index] = height or 0
+                img["width"][index] = width or 0
+            self._sync()
+            for index, *_ in failures:
+                img["status"][index] = FAILED
+            self._sync()
+        except OSError as err:
+            raise self._write_error(err, len(failures)) from None
 
     def reset_failed(self):
         """Turn failed images back to pending (``--retry-failed``)."""
@@ -373,7 +525,7 @@ class FeatureStore:
         if failed.size:
             status[failed] = PENDING
             self.h5["images/status"][...] = status
-            self.h5.flush()
+            self._sync()
         return int(failed.size)
 
 
