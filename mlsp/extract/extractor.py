@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..images.sources import collect_items
+from ..images.sources import ImageItem, collect_items
 from ..stores.features import (DONE, FAILED, PENDING, FeatureStore, StoreError, acquire_lock,
                                config_mismatch)
 from .augment import CROP_MODES, augmentation_names
@@ -286,6 +286,13 @@ def summarize(store: FeatureStore, out, items, writer: RowWriter, start: float) 
         failures_csv=_failures_csv(out, failures))
 
 
+def as_items(items) -> list:
+    """``items`` as ImageItems: a list of them as it is (even empty), else collected."""
+    if isinstance(items, (list, tuple)) and all(isinstance(i, ImageItem) for i in items):
+        return list(items)
+    return collect_items(items)
+
+
 def build_options(opts: ExtractOptions | None, options: dict) -> ExtractOptions:
     if opts is not None and options:
         raise TypeError(f"give ExtractOptions or keyword options, not both ({', '.join(options)})")
@@ -310,7 +317,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     from tqdm.auto import tqdm
 
     opts = build_options(opts, options)
-    items = collect_items(items)
+    items = as_items(items)
     pooling = normalize_pooling(opts.pooling)
     lock = acquire_lock(out)
     try:

@@ -56,10 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images.sources import collect_items
 from ..stores.features import PENDING, acquire_lock
 from .augment import augmentation_names
-from .extractor import (ExtractOptions, ExtractSummary, build_options, check_max_side,
+from .extractor import (ExtractOptions, ExtractSummary, as_items, build_options, check_max_side,
                         open_or_create_store, summarize)
 from .model import MLSPModel, normalize_pooling
 from .worker import ImageResult, RowWriter, image_results
@@ -223,7 +222,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
 
     ray = _import_ray()
     opts = build_options(opts, options)
-    items = collect_items(items)
+    items = as_items(items)
     pooling = normalize_pooling(opts.pooling)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")

@@ -94,7 +94,8 @@ def acquire_lock(path) -> StoreLock:
     except StoreLockedError as err:
         raise StoreBusyError(str(err)) from None
     except OSError as err:
-        raise StoreError(err.strerror or str(err)) from None
+        text = err.strerror or str(err)
+        raise StoreError(text if text.startswith(str(path)) else f"{path}: {text}") from None
 
 
 def _first_line(err: BaseException) -> str:
