@@ -304,6 +304,10 @@ class FeatureStore:
                 lock.release()
             raise
 
+    @property
+    def is_open(self) -> bool:
+        return bool(self.h5.id.valid)
+
     def close(self):
         try:
             if self.h5.id.valid:
@@ -365,6 +369,18 @@ class FeatureStore:
         if not self.has(kind):
             raise StoreError(f"{self.path}: has no features/{kind}")
         return self.h5[f"features/{kind}"]
+
+    def read(self, kind: str, rows, aug=slice(None), channels=slice(None)) -> np.ndarray:
+        """``features/<kind>[rows, aug, ..., channels]`` as stored (float16).
+
+        ``rows``: an int, a slice or ascending indices; ``aug`` an int or a slice;
+        ``channels``: a slice (fast: one hyperslab) or ascending indices (read whole
+        rows, then pick: h5py takes one index list per read)."""
+        ds = self.dataset(kind)
+        sel = (rows, aug) + (slice(None),) * (ds.ndim - 3)
+        if isinstance(channels, slice):
+            return ds[sel + (channels,)]
+        return ds[sel][..., channels]
 
     def done_indices(self) -> np.ndarray:
         return np.flatnonzero(self.status == DONE)
