@@ -97,11 +97,13 @@ def main():
 @click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
 @click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
 @click.option("--ray-gpus-per-actor", type=float, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
+@click.option("--max-memory", type=float, default=None, metavar="GB",
+              help="Activation memory one forward pass may use; a bigger image is downscaled just enough (recorded in images/scale). Default: a quarter of the machine's RAM.")
 @click.option("--no-space-check", is_flag=True, help="Start even when the free disk space looks too small for the pending images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
             pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, shard,
-            engine, ray_address, ray_actors, ray_gpus_per_actor, no_space_check, quiet):
+            engine, ray_address, ray_actors, ray_gpus_per_actor, max_memory, no_space_check, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -133,7 +135,8 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     try:
         opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                               augmentation=augmentation, wide_size=wide_size, max_side=max_side,
-                              workers=workers, flush_every=flush_every, pooling=kinds)
+                              workers=workers, flush_every=flush_every, pooling=kinds,
+                              max_memory=None if max_memory is None else max(1, int(max_memory * 1e9)))
     except ValueError as err:
         _fail("--" + str(err).replace("_", "-"))
     from .extract.ray_engine import RayUnavailableError, extract_with_ray  # imports no Ray itself

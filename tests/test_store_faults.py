@@ -64,7 +64,6 @@ def _store(path, n, wide=2, channels=6, aug=3, seed=0):
 
 # -- full disk (item 1) ----------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_full_disk_stops_in_one_line_and_resume_equals_an_uninterrupted_run(tmp_path):
     labels = make_synthetic_set(tmp_path / "imgs", n=40, seed=3, min_side=80, max_side=160)
     reference = tmp_path / "reference.h5"
@@ -265,7 +264,6 @@ def test_a_read_only_folder_is_refused_before_the_model_is_built(tmp_path, monke
         _umount(ro)
 
 
-@pytest.mark.slow
 def test_resume_accepts_another_spelling_of_the_same_paths(tmp_path, monkeypatch):
     make_synthetic_set(tmp_path / "imgs", n=6, seed=1, min_side=80, max_side=120)
     names = sorted(p.name for p in (tmp_path / "imgs").glob("syn*"))[:6]
@@ -282,3 +280,32 @@ def test_resume_accepts_another_spelling_of_the_same_paths(tmp_path, monkeypatch
     with pytest.raises(StoreError) as err:
         extract(other, out, ExtractOptions(**OPTS), progress=False)
     assert "row 5" in str(err.value) and "--overwrite" not in str(err.value)
+
+
+# -- memory stays bounded on big photos (item 3) ----------------------------------------------
+
+def test_a_crop_above_the_memory_budget_is_downscaled_just_enough_or_failed(tmp_path):
+    import cv2
+
+    from mlsp.extract.model import MLSPModel
+    from mlsp.extract.worker import activation_bytes_per_pixel
+
+    model = MLSPModel("mobilenet_v2", 0.35, WEIGHTS)
+    per_pixel = activation_bytes_per_pixel(model)
+    assert 150 * 4 < per_pixel < 250 * 4  # 188 floats a pixel: summed from the layers
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), rng.integers(0, 255, (1600, 1200, 3), dtype=np.uint8))
+    crop = (1600 * 0.875) * (1200 * 0.875)
+    budget = int(crop * per_pixel / 4)  # a quarter of what the full-size crop needs
+    items = [ImageItem("big", str(big))]
+    got = extract(items, tmp_path / "s.h5", ExtractOptions(**OPTS, max_memory=budget),
+                  model=model, progress=False)
+    assert got.done == 1
+    with FeatureStore.open(tmp_path / "s.h5") as fs:
+        scale = float(fs.h5["images/scale"][0])
+    assert 0.49 < scale < 0.5  # sqrt(1/4), just enough (0.999 margin)
+    tiny = extract(items, tmp_path / "t.h5", ExtractOptions(**OPTS, max_memory=500_000),
+                   model=model, progress=False)
+    assert tiny.failed == 1  # even the smallest input the backbone takes needs more
+    assert "above the memory budget of 0.5 MB (--max-memory)" in tiny.failures[0]["error"]

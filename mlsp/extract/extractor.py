@@ -50,6 +50,9 @@ class ExtractOptions:
     workers: int = 2
     prefetch: int = 8
     max_batch_pixels: int = 8_000_000  # split the crops of huge images into smaller passes
+    # activations of one forward pass (bytes); a bigger crop is downscaled to fit (its
+    # scale is recorded in images/scale); None: a quarter of the machine's RAM
+    max_memory: int | None = None
     flush_every: int = 16
     flush_seconds: float = 5.0
 
@@ -66,6 +69,8 @@ class ExtractOptions:
         whole("max_pixels", 1)
         if self.max_side is not None:
             whole("max_side", 0)  # 0 = no cap
+        if self.max_memory is not None:
+            whole("max_memory", 1)
         if not 0 < float(self.crop_fraction) <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
 
@@ -147,6 +152,10 @@ def _backend_version() -> str:
         return importlib.import_module(name).__version__
     except Exception:
         return "unknown"
+
+
+#: Crops above this many pixels are named on the progress bar while they run.
+BIG_PIXELS = 4_000_000
 
 
 def bytes_per_image(model: MLSPModel, opts: ExtractOptions) -> int:
@@ -348,7 +357,14 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
                    desc=f"extract {Path(out).name}")
         try:
             with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-                for result in image_results(model, jobs, opts, pool, opts.prefetch):
+                def working_on(result):  # a big image can take minutes: say so
+                    if result.crops is not None and result.crops[0].size > 3 * BIG_PIXELS:
+                        name = Path(items[result.index].path).name
+                        bar.set_postfix_str(f"working on {name} ({result.width}x"
+                                            f"{result.height})", refresh=True)
+
+                for result in image_results(model, jobs, opts, pool, opts.prefetch,
+                                            on_start=working_on):
                     writer.put(result)
                     if not result.ok:
                         bar.write(f"skipped {items[result.index].path}: {result.error}")
