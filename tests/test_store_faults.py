@@ -309,3 +309,34 @@ def test_a_crop_above_the_memory_budget_is_downscaled_just_enough_or_failed(tmp_
                    model=model, progress=False)
     assert tiny.failed == 1  # even the smallest input the backbone takes needs more
     assert "above the memory budget of 0.5 MB (--max-memory)" in tiny.failures[0]["error"]
+
+
+def test_ctrl_c_stops_within_seconds_and_keeps_what_is_written(tmp_path):
+    labels = make_synthetic_set(tmp_path / "imgs", n=60, seed=4, min_side=300, max_side=600)
+    out = tmp_path / "s.h5"
+    cmd = [sys.executable, "-m", "mlsp.cli", "extract", "--list", str(labels), "-o", str(out),
+           "--backbone", "mobilenet_v2", "--alpha", "0.35", "--weights", WEIGHTS, "--quiet",
+           "--flush-every", "2"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def done_now():
+        try:
+            with h5py.File(out, "r", locking=False) as h5:
+                return int((h5["images/status"][...] == 1).sum())
+        except (OSError, KeyError):
+            return 0
+
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and done_now() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    at_signal = done_now()
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    stopped = time.monotonic() - t
+    assert stopped < 5, f"Ctrl-C took {stopped:.1f} s"
+    assert proc.returncode != 0
+    assert not (tmp_path / "s.h5.lock").exists()
+    with FeatureStore.open(out) as fs:  # the file is closed cleanly, the rows are kept
+        assert at_signal <= len(fs.done_indices()) < 60

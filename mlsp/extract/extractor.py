@@ -164,11 +164,12 @@ def bytes_per_image(model: MLSPModel, opts: ExtractOptions) -> int:
     return 2 * n_aug * sum(int(np.prod(s)) for s in model.feature_shapes.values())
 
 
-def check_free_space(out, n_images: int, per_image: int) -> None:
+def check_free_space(out, n_images: int, per_image: int, reclaimed: int = 0) -> None:
     """Refuse a job whose rows cannot fit in the free space (the store is sparse: each
-    row's bytes are claimed from the file system only when it is written)."""
+    row's bytes are claimed from the file system only when it is written).
+    ``reclaimed``: bytes the job frees first (the store ``--overwrite`` replaces)."""
     out = Path(out)
-    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free + reclaimed
     need = n_images * per_image
     if need > free:
         raise StoreError(f"{out}: {n_images} images need about {_mb(need)} ({_mb(per_image)} "
@@ -257,7 +258,8 @@ def open_or_create_store(out, items, model: MLSPModel, opts: ExtractOptions,
             return store
         if space_check:
             check_free_space(out, len(ids) if limit is None else min(len(ids), limit),
-                             bytes_per_image(model, opts))
+                             bytes_per_image(model, opts),
+                             out.stat().st_blocks * 512 if out.exists() else 0)
         if out.exists():
             out.unlink()
         extra = {k: v for k, v in model.feature_shapes.items() if k not in ("narrow", "wide")}

@@ -21,8 +21,8 @@ import numpy as np
 from ..images.decode import ImageDecodeError, decode_image
 from .augment import CROP_MODES, augment, fit_scale, rescale
 
-__all__ = ["ImageResult", "prepare", "activation_bytes_per_pixel", "default_max_memory", "load_image", "run_model", "forward", "image_results",
-           "RowWriter"]
+__all__ = ["ImageResult", "prepare", "activation_bytes_per_pixel", "default_max_memory",
+           "load_image", "run_model", "forward", "image_results", "RowWriter"]
 
 
 class SizeRefused(ValueError):
