@@ -43,7 +43,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .lock import StoreLock, StoreLockedError
+from .errors import (StoreBusyError, StoreDamagedError, StoreError,  # noqa: F401 (re-exported)
+                     StoreWriteError, acquire_lock, describe_open_error, os_cause)
+from .lock import StoreLock
 
 FORMAT = "mlsp-features"
 FORMAT_VERSION = 1
@@ -62,77 +64,6 @@ IDENTITY_KEYS = (
 IDENTITY_DEFAULTS = {"pooling_kinds": ["area"]}
 #: Keys of a row (``write_rows``) that are not feature kinds.
 ROW_META = ("index", "height", "width", "scale")
-
-
-class StoreError(ValueError):
-    """A store that cannot be used as asked; the message names the file and the cause."""
-
-
-class StoreBusyError(StoreError):
-    """Another process writes the store (its lock is held)."""
-
-
-class StoreDamagedError(StoreError):
-    """The file is not a readable HDF5 store (truncated, overwritten header, ...)."""
-
-
-class StoreWriteError(StoreError):
-    """Writing rows failed (full disk, I/O error): the job must stop; finished rows are safe."""
-
-
-def acquire_lock(path) -> StoreLock:
-    """The writer's lock on ``path`` (and its ``.tmp``), or a one-line StoreError.
-
-    Made first by every writer: a folder that refuses writes (read-only, no permission)
-    is reported here, before any expensive work."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreError(f"{path}: cannot make its folder: {_os_cause(err)}") from None
-    try:
-        return StoreLock(path).acquire()
-    except StoreLockedError as err:
-        raise StoreBusyError(str(err)) from None
-    except OSError as err:
-        text = err.strerror or str(err)
-        raise StoreError(text if text.startswith(str(path)) else f"{path}: {text}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
-def _os_cause(err: BaseException) -> str:
-    """The operating system's words for a failed write ("No space left on device")."""
-    m = re.search(r"error message = '([^']+)'", str(err))
-    if m:
-        return m.group(1)
-    if getattr(err, "errno", None):
-        return os.strerror(err.errno)
-    return _first_line(err)
-
-
-def describe_open_error(path, err: OSError) -> StoreError:
-    """Tell a locked store from a damaged one (HDF5's truncation message says "sblock")."""
-    from .lock import describe_holder, holder
-
-    text = " ".join(str(err).split())
-    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
-    if m:
-        have, want = int(m.group(1)), int(m.group(2))
-        return StoreDamagedError(
-            f"{path}: damaged store: truncated to {have:,} of its {want:,} bytes "
-            f"({100 * have / max(want, 1):.0f}%); `mlsp repair {path}` keeps the rows written "
-            f"before the cut and sets the rest pending")
-    if re.search(r"\block\b|unable to lock", text, re.IGNORECASE):
-        pid = holder(path)
-        return StoreBusyError(f"{path}: open for writing in {describe_holder(pid)} "
-                              f"(a running extraction?); wait for it to finish")
-    if "signature" in text.lower():
-        return StoreDamagedError(f"{path}: damaged store or not HDF5: no HDF5 signature "
-                                 f"(the header is overwritten or it is another kind of file)")
-    return StoreDamagedError(f"{path}: damaged store, HDF5 cannot open it: "
-                             f"{str(err).splitlines()[0]}")
 
 
 @dataclass(frozen=True)
@@ -215,7 +146,7 @@ class FeatureStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"{path}: cannot make its folder: {_os_cause(err)}") from None
+            raise StoreError(f"{path}: cannot make its folder: {os_cause(err)}") from None
         own = lock is None
         lock = lock or acquire_lock(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -230,7 +161,7 @@ class FeatureStore:
             if own:
                 lock.release()
             if isinstance(err, OSError):
-                raise StoreWriteError(f"{path}: cannot create the store: {_os_cause(err)} "
+                raise StoreWriteError(f"{path}: cannot create the store: {os_cause(err)} "
                                       f"(nothing was written)") from None
             raise
         return cls.open(path, "r+", lock=lock)
@@ -513,7 +444,7 @@ class FeatureStore:
             counts = f"{int((status == DONE).sum())} of {status.size} rows are done and safe"
         except Exception:
             counts = "rows marked done before this block are safe"
-        return StoreWriteError(f"{self.path}: write failed: {_os_cause(err)}; {counts} "
+        return StoreWriteError(f"{self.path}: write failed: {os_cause(err)}; {counts} "
                                f"(the {n_rows} being written stay pending); free space and "
                                f"run the same command again to resume")
 
