@@ -18,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .features import FeatureStore, StoreError, StoreWriteError, acquire_lock, config_mismatch
+from .features import (PENDING, FeatureStore, StoreError, StoreWriteError, acquire_lock,
+                       config_mismatch)
 
 SHARD_KEYS = ("shard_index", "shard_count", "shard_offset", "list_images", "list_sha256")
 
@@ -59,7 +60,7 @@ def _check_shards(stores):
         if [lv.name for lv in s.levels] != [lv.name for lv in first.levels]:
             raise StoreError(f"{s.path}: level table differs from {first.path}")
     for s in stores:
-        pending = int((s.status == 0).sum())
+        pending = int((s.status == PENDING).sum())
         if pending:
             raise StoreError(f"{s.path}: {pending} images still pending; finish that shard first "
                              f"(run its extract command again)")
