@@ -62,33 +62,13 @@ def _fail(message: str):
 
 
 def collect_items(inputs, list_file=None, ava=None, images=None):
-    """Image items from folders/files, a list or CSV file, or AVA.txt plus an image folder."""
-    from .images.sources import ImageItem, check_unique, from_ava, from_folder, from_list
+    """Image items from the command's inputs (:func:`mlsp.images.sources.collect_items`)."""
+    from .images.sources import collect_items as collect
 
-    items = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = from_folder(path)
-            if not found:
-                _fail(f"{path}: no files in this folder (hidden names are skipped)")
-            items.extend(found)
-        elif path.exists():
-            items.append(ImageItem(path.stem, str(path)))
-        else:
-            _fail(f"{path}: no such file or folder")
-    if list_file:
-        items.extend(from_list(list_file))
-    if ava:
-        if not images:
-            _fail("--ava needs --images DIR (the folder of AVA's ID.jpg files)")
-        items.extend(from_ava(ava, images))
-    if not items and (list_file or ava):
-        _fail(f"{list_file or ava}: lists no images")
-    if not items:
-        _fail("no input images: give folders or files, --list FILE, or --ava AVA.txt --images DIR")
-    check_unique(items)
-    return items
+    try:
+        return collect(inputs, list_file, ava, images)
+    except ValueError as err:
+        _fail(str(err))
 
 
 def _print_summary(summary, out):
@@ -97,15 +77,9 @@ def _print_summary(summary, out):
         f"of {summary.images}; this run {summary.processed_now} images in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.2f} img/s), {summary.failed_now} failed"
     )
-    if summary.failures:
-        log = Path(str(out) + ".failures.csv")
-        import csv
-
-        with open(log, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["id", "path", "error"])
-            writer.writeheader()
-            writer.writerows(summary.failures)
-        click.echo(f"failures of this run listed in {log} (and in the store: images/error)")
+    if summary.failures_csv:
+        click.echo(f"failures of this run listed in {summary.failures_csv} "
+                   f"(and in the store: images/error)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,10 +123,13 @@ def main():
 @click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
 @click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
 @click.option("--ray-gpus-per-actor", type=float, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
+@click.option("--max-memory", type=float, default=None, metavar="GB",
+              help="Activation memory one forward pass may use; a bigger image is downscaled just enough (recorded in images/scale). Default: a quarter of the machine's RAM.")
+@click.option("--no-space-check", is_flag=True, help="Start even when the free disk space looks too small for the pending images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augmentation, wide_size,
             pooling, max_side, workers, seed, retry_failed, overwrite, limit, flush_every, shard,
-            engine, ray_address, ray_actors, ray_gpus_per_actor, quiet):
+            engine, ray_address, ray_actors, ray_gpus_per_actor, max_memory, no_space_check, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
     INPUTS are image files and folders (searched recursively, decoded by content).
@@ -184,7 +161,8 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     try:
         opts = ExtractOptions(backbone=backbone, alpha=alpha, weights=weights, seed=seed,
                               augmentation=augmentation, wide_size=wide_size, max_side=max_side,
-                              workers=workers, flush_every=flush_every, pooling=kinds)
+                              workers=workers, flush_every=flush_every, pooling=kinds,
+                              max_memory=None if max_memory is None else max(1, int(max_memory * 1e9)))
     except ValueError as err:
         _fail("--" + str(err).replace("_", "-"))
     from .extract.ray_engine import RayUnavailableError, extract_with_ray  # imports no Ray itself
@@ -196,10 +174,11 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
             summary = extract_with_ray(items, out, opts, address=ray_address, num_actors=ray_actors,
                                        num_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
                                        retry_failed=retry_failed, overwrite=overwrite, limit=limit,
-                                       extra_config=extra)
+                                       extra_config=extra, space_check=not no_space_check)
         else:
             summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
-                                  progress=not quiet, limit=limit, extra_config=extra)
+                                  progress=not quiet, limit=limit, extra_config=extra,
+                                  space_check=not no_space_check)
     except (WeightsUnavailableError, StoreError, RayUnavailableError, ValueError) as err:
         _fail(str(err))
     _print_summary(summary, out)
@@ -245,6 +224,30 @@ def info(store, as_json):
         click.echo(f"  failed       {f['id']}: {f['error']}")
     if len(data["failures"]) > 10:
         click.echo(f"  ... and {len(data['failures']) - 10} more failures (--json lists all)")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--check", "check_only", is_flag=True, help="Only report what is damaged; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def repair(store, check_only, as_json):
+    """Salvage a damaged store: rows whose chunks read back stay done, the rest become
+    pending (run the same extract command again to redo them)."""
+    from .stores.features import StoreError
+    from .stores.repair import repair_store
+
+    try:
+        report = repair_store(store, check_only=check_only)
+    except StoreError as err:
+        _fail(str(err))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would be set" if check_only else "set"
+    click.echo(f"{store}: {report.damage or 'no damage to the file'}; {report.kept} of "
+               f"{report.done_before} done rows read back and are kept, {len(report.reset)} "
+               f"{verb} pending" + ("" if check_only or not report.reset else
+                                    "; run the same extract command again to redo them"))
 
 
 @main.command()

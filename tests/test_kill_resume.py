@@ -78,6 +78,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
                    stderr=subprocess.DEVNULL, timeout=300)
     with FeatureStore.open(out) as fs, FeatureStore.open(reference) as ref:
         assert (fs.status == 1).all()
+        diff = max(float(np.abs(fs.dataset(k)[...].astype(np.float32)
+                                - ref.dataset(k)[...].astype(np.float32)).max())
+                   for k in ("narrow", "wide"))
+        print(f"\nkill -9: {done_after_kill} rows done after the kills, none lost; "
+              f"max |resumed - uninterrupted| = {diff:.3g}")
         for kind in ("narrow", "wide"):
             np.testing.assert_allclose(fs.dataset(kind)[...].astype(np.float32),
                                        ref.dataset(kind)[...].astype(np.float32),

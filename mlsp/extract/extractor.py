@@ -10,10 +10,10 @@ the same job again resumes at the first image not done.
 """
 from __future__ import annotations
 
-import collections
+import csv
 import math
-import queue
-import threading
+import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..images.decode import ImageDecodeError, decode_image
-from ..stores.features import FeatureStore, StoreError, config_mismatch
-from .augment import CROP_MODES, augment, augmentation_names, fit_scale, rescale
+from ..images.sources import ImageItem, collect_items
+from ..stores.features import (DONE, FAILED, PENDING, FeatureStore, StoreError, acquire_lock,
+                               config_mismatch)
+from .augment import CROP_MODES, augmentation_names
 from .model import SPP_CELLS, SPP_LEVELS, MLSPModel, normalize_pooling
+from .worker import RowWriter, image_results, prepare, run_model
 
 
 @dataclass
@@ -48,6 +50,9 @@ class ExtractOptions:
     workers: int = 2
     prefetch: int = 8
     max_batch_pixels: int = 8_000_000  # split the crops of huge images into smaller passes
+    # activations of one forward pass (bytes); a bigger crop is downscaled to fit (its
+    # scale is recorded in images/scale); None: a quarter of the machine's RAM
+    max_memory: int | None = None
     flush_every: int = 16
     flush_seconds: float = 5.0
 
@@ -64,6 +69,8 @@ class ExtractOptions:
         whole("max_pixels", 1)
         if self.max_side is not None:
             whole("max_side", 0)  # 0 = no cap
+        if self.max_memory is not None:
+            whole("max_memory", 1)
         if not 0 < float(self.crop_fraction) <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
 
@@ -91,6 +98,7 @@ class ExtractSummary:
     failed_now: int
     seconds: float
     failures: list = field(default_factory=list)
+    failures_csv: str | None = None  # STORE.failures.csv when this run had failures
 
     @property
     def images_per_second(self) -> float:
@@ -147,201 +155,230 @@ def _backend_version() -> str:
         return "unknown"
 
 
-def prepare(path: str, opts: ExtractOptions, min_side: int):
-    """Decode, rescale if a rule says so, augment: (batch, height, width, scale)."""
-    image = decode_image(path, max_pixels=opts.max_pixels)
-    height, width = image.shape[:2]
+#: Crops above this many pixels are named on the progress bar while they run.
+BIG_PIXELS = 4_000_000
+
+
+def bytes_per_image(model: MLSPModel, opts: ExtractOptions) -> int:
+    """Bytes one image takes in the store (float16, every kind, every augmentation)."""
+    n_aug = len(augmentation_names(opts.augmentation))
+    return 2 * n_aug * sum(int(np.prod(s)) for s in model.feature_shapes.values())
+
+
+def check_free_space(out, n_images: int, per_image: int, reclaimed: int = 0) -> None:
+    """Refuse a job whose rows cannot fit in the free space (the store is sparse: each
+    row's bytes are claimed from the file system only when it is written).
+    ``reclaimed``: bytes the job frees first (the store ``--overwrite`` replaces)."""
+    out = Path(out)
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free + reclaimed
+    need = n_images * per_image
+    if need > free:
+        raise StoreError(f"{out}: {n_images} images need about {_mb(need)} ({_mb(per_image)} "
+                         f"each), the file system has {_mb(free)} free; free space, extract "
+                         f"fewer (--limit), or skip this check (--no-space-check)")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _resolved(path: str, base: str) -> str:
+    return os.path.realpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _same_file(old: str, new: str, old_base: str) -> bool:
+    """Two spellings of one image file (absolute/relative, another working folder)."""
+    if old == new:
+        return True
+    a, b = _resolved(old, old_base), _resolved(new, os.getcwd())
+    if a == b:
+        return True
     try:
-        scale = fit_scale(height, width, min_side, opts.max_side, opts.augmentation,
-                          opts.crop_fraction)
-    except ValueError as err:
-        raise _SizeRefused(str(err), height, width) from None
-    batch = augment(rescale(image, scale), opts.augmentation, opts.crop_fraction)
-    return batch, height, width, scale
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
-class _SizeRefused(ValueError):
-    def __init__(self, reason, height, width):
-        super().__init__(reason)
-        self.reason, self.height, self.width = reason, height, width
-
-
-def _load(index, path, opts, min_side):
-    try:
-        batch, h, w, s = prepare(path, opts, min_side)
-        return index, batch, h, w, s, None
-    except _SizeRefused as err:
-        return index, None, err.height, err.width, 1.0, err.reason
-    except ImageDecodeError as err:
-        return index, None, 0, 0, 1.0, getattr(err, "cause", None) or str(err)
-    except Exception as err:  # never let one file end the batch job
-        return index, None, 0, 0, 1.0, f"{type(err).__name__}: {err}"
-
-
-class _Writer(threading.Thread):
-    """Owns the HDF5 file while extracting: buffered, crash-safe writes in one thread."""
-
-    def __init__(self, store: FeatureStore, flush_every: int, flush_seconds: float):
-        super().__init__(daemon=True, name="mlsp-writer")
-        self.store, self.flush_every, self.flush_seconds = store, flush_every, flush_seconds
-        self.queue: queue.Queue = queue.Queue(maxsize=max(2, 2 * flush_every))
-        self.error: BaseException | None = None
-
-    def run(self):
-        rows, failures, last = [], [], time.monotonic()
-        while True:
-            item = self.queue.get()
-            if item is not None:
-                (rows if item[0] == "row" else failures).append(item[1])
-            due = (len(rows) + len(failures) >= self.flush_every
-                   or time.monotonic() - last >= self.flush_seconds or item is None)
-            if due and (rows or failures):
-                try:
-                    self.store.write_rows(rows)
-                    self.store.mark_failed(failures)
-                except BaseException as err:  # report to the main thread, stop writing
-                    self.error = err
-                    return
-                rows, failures, last = [], [], time.monotonic()
-            if item is None:
-                return
-
-    def put(self, item):
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.queue.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                continue
+def _check_same_list(store: FeatureStore, out, ids, paths) -> None:
+    """Resume only the job the store was made for: same ids, same files (compared by
+    resolved path, so another spelling of the same paths resumes)."""
+    old_ids, old_paths = store.ids, store.paths
+    base = str(store.config.get("working_dir") or os.getcwd())
+    n_old, first = len(old_ids), None
+    for k in range(min(n_old, len(ids))):
+        if old_ids[k] != ids[k] or not _same_file(old_paths[k], paths[k], base):
+            first = k
+            break
+    if first is None and n_old == len(ids):
+        return
+    if first is None:
+        first = min(n_old, len(ids))
+        what = "the lists differ in length"
+    else:
+        what = (f"id {old_ids[first]!r} vs {ids[first]!r}" if old_ids[first] != ids[first]
+                else f"{old_paths[first]} vs {paths[first]}")
+    done = int((store.status == DONE).sum())
+    raise StoreError(f"{out}: made from a different image list ({n_old} images in the store, "
+                     f"{len(ids)} given; first difference at row {first}: {what}); write to "
+                     f"another output path (this store keeps its {done} finished rows)")
 
 
 def open_or_create_store(out, items, model: MLSPModel, opts: ExtractOptions,
-                         retry_failed=False, overwrite=False, extra_config=None) -> FeatureStore:
-    """A new store, or the existing one if it was made by the same job (resume)."""
+                         retry_failed=False, overwrite=False, extra_config=None,
+                         lock=None, space_check=False, limit=None) -> FeatureStore:
+    """A new store, or the existing one if it was made by the same job (resume).
+
+    ``lock``: the writer's lock, already held (else taken here); the store keeps it.
+    ``space_check``: refuse when the pending rows (at most ``limit``) cannot fit.
+    """
     out = Path(out)
     config = {**store_config(model, opts), **(extra_config or {})}
     ids = [it.id for it in items]
     paths = [str(it.path) for it in items]
-    if out.exists() and not overwrite:
-        store = FeatureStore.open(out, "r+")
-        diff = config_mismatch(store.config, config)
-        if diff:
-            store.close()
-            raise StoreError(f"{out}: made with a different configuration ({'; '.join(diff)}); "
-                             f"use another output path or --overwrite")
-        if store.ids != ids or store.paths != paths:
-            n_old = store.n_images
-            old_ids, old_paths = store.ids, store.paths
-            store.close()
-            first = next((k for k in range(min(n_old, len(ids)))
-                          if old_ids[k] != ids[k] or old_paths[k] != paths[k]), min(n_old, len(ids)))
-            raise StoreError(f"{out}: made from a different image list ({n_old} images in the "
-                             f"store, {len(ids)} given; first difference at row {first}); "
-                             f"use another output path or --overwrite")
-        if retry_failed:
-            store.reset_failed()
-        return store
-    if out.exists():
-        out.unlink()
-    extra = {k: v for k, v in model.feature_shapes.items() if k not in ("narrow", "wide")}
-    return FeatureStore.create(out, ids, paths, config, model.levels,
-                               len(augmentation_names(opts.augmentation)), opts.wide_size,
-                               extra=extra)
+    own = lock is None
+    lock = lock or acquire_lock(out)
+    try:
+        if out.exists() and not overwrite:
+            store = FeatureStore.open(out, "r+", lock=lock)
+            try:
+                diff = config_mismatch(store.config, config)
+                if diff:
+                    raise StoreError(f"{out}: made with a different configuration "
+                                     f"({'; '.join(diff)}); write to another output path")
+                _check_same_list(store, out, ids, paths)
+                if retry_failed:
+                    store.reset_failed()
+                if space_check:
+                    n = int((store.status == PENDING).sum())
+                    check_free_space(out, n if limit is None else min(n, limit),
+                                     bytes_per_image(model, opts))
+            except BaseException:
+                store.lock = None  # the caller's lock: released by the caller
+                store.close()
+                raise
+            return store
+        if space_check:
+            check_free_space(out, len(ids) if limit is None else min(len(ids), limit),
+                             bytes_per_image(model, opts),
+                             out.stat().st_blocks * 512 if out.exists() else 0)
+        if out.exists():
+            out.unlink()
+        extra = {k: v for k, v in model.feature_shapes.items() if k not in ("narrow", "wide")}
+        return FeatureStore.create(out, ids, paths, {**config, "working_dir": os.getcwd()},
+                                   model.levels, len(augmentation_names(opts.augmentation)),
+                                   opts.wide_size, extra=extra, lock=lock)
+    except BaseException:
+        if own:
+            lock.release()
+        raise
 
 
-def run_model(model: MLSPModel, batch: np.ndarray, max_batch_pixels: int) -> dict:
-    """Forward the crops of one image, in as few passes as ``max_batch_pixels`` allows."""
-    per_crop = batch.shape[1] * batch.shape[2]
-    step = max(1, min(len(batch), max_batch_pixels // max(per_crop, 1)))
-    if step >= len(batch):
-        return model(batch)
-    parts = [model(batch[k:k + step]) for k in range(0, len(batch), step)]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+def _failures_csv(out, failures) -> str | None:
+    """``STORE.failures.csv``: this run's failed images (id, path, error), or None."""
+    if not failures:
+        return None
+    log = Path(str(out) + ".failures.csv")
+    with open(log, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "path", "error"])
+        writer.writeheader()
+        writer.writerows(failures)
+    return str(log)
+
+
+def summarize(store: FeatureStore, out, items, writer: RowWriter, start: float) -> ExtractSummary:
+    """The run's summary; this run's failures also go to ``STORE.failures.csv``."""
+    status = store.status
+    failures = [{"id": items[i].id, "path": str(items[i].path), "error": reason}
+                for i, reason in writer.failures]
+    return ExtractSummary(
+        store=str(out), images=int(status.size), done=int((status == DONE).sum()),
+        failed=int((status == FAILED).sum()), pending=int((status == PENDING).sum()),
+        processed_now=writer.done_now + len(failures), failed_now=len(failures),
+        seconds=time.monotonic() - start, failures=failures,
+        failures_csv=_failures_csv(out, failures))
+
+
+def as_items(items) -> list:
+    """``items`` as ImageItems: a list of them as it is (even empty), else collected."""
+    if isinstance(items, (list, tuple)) and all(isinstance(i, ImageItem) for i in items):
+        return list(items)
+    return collect_items(items)
+
+
+def build_options(opts: ExtractOptions | None, options: dict) -> ExtractOptions:
+    if opts is not None and options:
+        raise TypeError(f"give ExtractOptions or keyword options, not both ({', '.join(options)})")
+    return opts if opts is not None else ExtractOptions(**options)
 
 
 def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | None = None,
             retry_failed=False, overwrite=False, progress=True, limit=None,
-            extra_config=None) -> ExtractSummary:
-    """Extract MLSP features of ``items`` (ImageItem list) into the store ``out``.
+            extra_config=None, space_check=True, **options) -> ExtractSummary:
+    """Extract MLSP features of ``items`` into the store ``out``; resumable.
 
-    Resumes an existing store made by the same configuration and image list;
-    ``limit`` stops after that many images (for tests and trial runs);
-    ``extra_config`` adds root attributes (e.g. the shard of a sharded job).
+    ``items``: a list of :class:`~mlsp.images.sources.ImageItem`, or what
+    :func:`~mlsp.images.sources.collect_items` takes (a folder, an image file, a list
+    of those).  Options: ``opts`` (:class:`ExtractOptions`) or its fields as keywords
+    (``backbone="mobilenet_v2", alpha=0.35, weights="bundled"``).  Resumes an existing
+    store made by the same configuration and image list; ``limit`` stops after that
+    many images; ``extra_config`` adds root attributes (e.g. the shard of a sharded
+    job); ``space_check`` refuses a job that cannot fit in the free space.  The output
+    is locked (one writer) before the model is built, so a busy store or a folder that
+    refuses writes fails at once.  This run's failures go to ``STORE.failures.csv``.
     """
     from tqdm.auto import tqdm
 
-    opts = opts or ExtractOptions()
+    opts = build_options(opts, options)
+    items = as_items(items)
     pooling = normalize_pooling(opts.pooling)
-    if model is None:
-        model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
-                          pooling=pooling)
-    elif model.pooling != pooling:
-        raise ValueError(f"the model pools {','.join(model.pooling)}, the options ask for "
-                         f"{','.join(pooling)}")
-    elif {"fore", "back"} & set(pooling) and model.wide_size != opts.wide_size:
-        raise ValueError(f"the model pools to {model.wide_size}x{model.wide_size}, the options "
-                         f"ask for wide size {opts.wide_size}")
-    check_max_side(opts, model.min_side)
-    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
-    pending = np.flatnonzero(store.status == 0)
-    if limit is not None:
-        pending = pending[:limit]
-    paths = [str(it.path) for it in items]
-    writer = _Writer(store, opts.flush_every, opts.flush_seconds)
-    writer.start()
-    failures_now, done_now, start = [], 0, time.monotonic()
-    bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True,
-               desc=f"extract {Path(out).name}")
+    lock = acquire_lock(out)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-            window = collections.deque()
-            todo = iter(pending.tolist())
+        if model is None:
+            model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size,
+                              opts.seed, pooling=pooling)
+        elif model.pooling != pooling:
+            raise ValueError(f"the model pools {','.join(model.pooling)}, the options ask for "
+                             f"{','.join(pooling)}")
+        elif {"fore", "back"} & set(pooling) and model.wide_size != opts.wide_size:
+            raise ValueError(f"the model pools to {model.wide_size}x{model.wide_size}, the "
+                             f"options ask for wide size {opts.wide_size}")
+        check_max_side(opts, model.min_side)
+        store = open_or_create_store(out, items, model, opts, retry_failed, overwrite,
+                                     extra_config, lock=lock, space_check=space_check,
+                                     limit=limit)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        pending = np.flatnonzero(store.status == PENDING)
+        if limit is not None:
+            pending = pending[:limit]
+        jobs = [(int(i), str(items[i].path)) for i in pending]
+        start = time.monotonic()
+        writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
+        bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True,
+                   desc=f"extract {Path(out).name}")
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+                def working_on(result):  # a big image can take minutes: say so
+                    if result.crops is not None and result.crops[0].size > 3 * BIG_PIXELS:
+                        name = Path(items[result.index].path).name
+                        bar.set_postfix_str(f"working on {name} ({result.width}x"
+                                            f"{result.height})", refresh=True)
 
-            def refill():
-                while len(window) < max(1, opts.prefetch):
-                    i = next(todo, None)
-                    if i is None:
-                        return
-                    window.append(pool.submit(_load, i, paths[i], opts, model.min_side))
-
-            refill()
-            while window:
-                index, batch, h, w, s, reason = window.popleft().result()
-                refill()
-                if reason is None:
-                    try:
-                        feats = run_model(model, batch, opts.max_batch_pixels)
-                    except Exception as err:  # e.g. out of memory on a giant image
-                        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                        reason = f"backbone failed on {batch.shape[2]}x{batch.shape[1]} crops: {first}"
-                if reason is None:
-                    row = {"index": index, "height": h, "width": w, "scale": s,
-                           **{k: v.astype(np.float16) for k, v in feats.items()}}
-                    writer.put(("row", row))
-                    done_now += 1
-                else:
-                    writer.put(("failed", (index, reason, h, w)))
-                    failures_now.append({"id": items[index].id, "path": paths[index],
-                                         "error": reason})
-                    bar.write(f"skipped {paths[index]}: {reason}")
-                bar.update(1)
-                bar.set_postfix(failed=len(failures_now))
+                for result in image_results(model, jobs, opts, pool, opts.prefetch,
+                                            on_start=working_on):
+                    writer.put(result)
+                    if not result.ok:
+                        bar.write(f"skipped {items[result.index].path}: {result.error}")
+                    bar.update(1)
+                    bar.set_postfix(failed=len(writer.failures))
+        finally:
+            bar.close()
+            writer.close()  # what was handed over is written (or the write error raised)
+        return summarize(store, out, items, writer, start)
     finally:
-        bar.close()
-        writer.put(None)
-        writer.join()
-        status = store.status
         store.close()
-    if writer.error is not None:
-        raise writer.error
-    return ExtractSummary(
-        store=str(out), images=int(status.size), done=int((status == 1).sum()),
-        failed=int((status == -1).sum()), pending=int((status == 0).sum()),
-        processed_now=done_now + len(failures_now), failed_now=len(failures_now),
-        seconds=time.monotonic() - start, failures=failures_now,
-    )
 
 
 def megabytes_per_image(channels: int, n_aug: int, wide_size: int,
@@ -354,4 +391,5 @@ def megabytes_per_image(channels: int, n_aug: int, wide_size: int,
 
 
 __all__ = ["ExtractOptions", "ExtractSummary", "extract", "prepare", "run_model",
-           "open_or_create_store", "store_config", "megabytes_per_image"]
+           "open_or_create_store", "store_config", "megabytes_per_image", "bytes_per_image",
+           "check_free_space", "summarize"]

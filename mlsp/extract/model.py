@@ -13,11 +13,10 @@ pyramid pooling 1x1 + 3x3 + 4x4 (Sun and Zhou, sec. 3.2) to (26, C) ("spp").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 
+from ..stores.features import Level
 from .backbones import PREPROCESSING, ResolvedWeights, build_backbone, get_backbone, resolve_weights
 from .pooling import AreaPooling2D, BackPool2D, ForeBackPool2D, ForePool2D, SpatialPyramidPooling
 
@@ -43,13 +42,6 @@ def normalize_pooling(pooling) -> tuple:
         raise ValueError(f"unknown pooling kind(s) {', '.join(unknown)}; "
                          f"choose from {', '.join(POOLING_KINDS)}")
     return tuple(k for k in POOLING_KINDS if k in kinds or k == "area")
-
-
-@dataclass(frozen=True)
-class Level:
-    name: str
-    channels: int
-    offset: int
 
 
 class MLSPModel:

@@ -45,7 +45,6 @@ start, so a store never mixes features of two models.
 """
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import math
@@ -57,11 +56,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import extractor as _extractor
+from ..stores.features import PENDING, acquire_lock
 from .augment import augmentation_names
-from .extractor import (ExtractOptions, ExtractSummary, check_max_side, open_or_create_store,
-                        prepare, run_model)
+from .extractor import (ExtractOptions, ExtractSummary, as_items, build_options, check_max_side,
+                        open_or_create_store, summarize)
 from .model import MLSPModel, normalize_pooling
+from .worker import ImageResult, RowWriter, image_results
 
 __all__ = ["extract_with_ray", "RayUnavailableError"]
 
@@ -87,23 +87,6 @@ def _import_ray():
 
 
 # -- the actor ---------------------------------------------------------------------------
-
-def _load_fallback(index, path, opts, min_side):
-    try:
-        batch, h, w, s = prepare(path, opts, min_side)
-        return index, batch, h, w, s, None
-    except Exception as err:  # never let one file end the batch job
-        if all(hasattr(err, a) for a in ("reason", "height", "width")):  # size refused
-            return index, None, err.height, err.width, 1.0, err.reason
-        cause = getattr(err, "cause", None)  # ImageDecodeError
-        if cause:
-            return index, None, 0, 0, 1.0, cause
-        return index, None, 0, 0, 1.0, f"{type(err).__name__}: {err}"
-
-
-# The local engine's own loader when it is there, so both engines record the same reasons.
-_load = getattr(_extractor, "_load", _load_fallback)
-
 
 def _weights_checksum(model: MLSPModel) -> float:
     """A cheap fingerprint of every weight (float64 sum of absolute values)."""
@@ -145,7 +128,7 @@ class MLSPActor:
     def __call__(self, batch: dict) -> dict:
         index = np.asarray(batch["index"], dtype=np.int64)
         paths = [str(p) for p in batch["path"]]
-        n, opts, model = len(index), self.opts, self.model
+        n = len(index)
         out = {
             "index": index,
             "ok": np.zeros(n, dtype=bool),
@@ -156,36 +139,18 @@ class MLSPActor:
         }
         for kind, shape in self.shapes.items():
             out[kind] = np.zeros((n, self.n_aug) + tuple(shape), dtype=np.float16)
-        # decode ahead in threads, at most opts.workers images beyond the one in the network
-        window, todo = collections.deque(), iter(range(n))
-
-        def refill():
-            while len(window) < max(1, opts.workers):
-                k = next(todo, None)
-                if k is None:
-                    return
-                window.append((k, self.pool.submit(_load, int(index[k]), paths[k], opts,
-                                                   model.min_side)))
-
-        refill()
-        while window:
-            k, future = window.popleft()
-            _, crops, h, w, s, reason = future.result()
-            refill()
-            if reason is None:
-                try:
-                    feats = run_model(model, crops, opts.max_batch_pixels)
-                except Exception as err:  # e.g. out of memory on a giant image
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    reason = f"backbone failed on {crops.shape[2]}x{crops.shape[1]} crops: {first}"
-            del crops
-            out["height"][k], out["width"][k], out["scale"][k] = h, w, s
-            if reason is None:
+        # the local engine's per-image worker; results come back in job order
+        results = image_results(self.model, zip(index.tolist(), paths), self.opts, self.pool,
+                                self.opts.workers)
+        for k, result in enumerate(results):
+            out["height"][k], out["width"][k], out["scale"][k] = (
+                result.height, result.width, result.scale)
+            if result.ok:
                 for kind in self.shapes:
-                    out[kind][k] = feats[kind]  # float32 -> float16, as the local engine
+                    out[kind][k] = result.features[kind]
                 out["ok"][k] = True
             else:
-                out["error"][k] = str(reason)
+                out["error"][k] = str(result.error)
         return out
 
 
@@ -240,7 +205,7 @@ def _hide_gpus_from_driver():
 def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=None,
                      num_actors=None, num_gpus_per_actor=0, batch_images=4, progress=True,
                      retry_failed=False, overwrite=False, limit=None,
-                     extra_config=None) -> ExtractSummary:
+                     extra_config=None, space_check=True, **options) -> ExtractSummary:
     """Extract MLSP features of ``items`` into the store ``out`` on a Ray actor pool.
 
     The store is the local engine's (same layout, attributes and row contents) and
@@ -256,20 +221,29 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
     import keras
 
     ray = _import_ray()
-    opts = opts or ExtractOptions()
+    opts = build_options(opts, options)
+    items = as_items(items)
     pooling = normalize_pooling(opts.pooling)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")
     if num_gpus_per_actor:
         _hide_gpus_from_driver()
-    model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
-                      pooling=pooling)
-    check_max_side(opts, model.min_side)
-    store = open_or_create_store(out, items, model, opts, retry_failed, overwrite, extra_config)
-    start = time.monotonic()
-    failures_now, done_now, started_ray = [], 0, False
+    lock = acquire_lock(out)  # a busy store or a read-only folder: refused before the model
     try:
-        pending = np.flatnonzero(store.status == 0)
+        model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
+                          pooling=pooling)
+        check_max_side(opts, model.min_side)
+        store = open_or_create_store(out, items, model, opts, retry_failed, overwrite,
+                                     extra_config, lock=lock, space_check=space_check,
+                                     limit=limit)
+    except BaseException:
+        lock.release()
+        raise
+    start = time.monotonic()
+    started_ray = False
+    writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
+    try:
+        pending = np.flatnonzero(store.status == PENDING)
         if limit is not None:
             pending = pending[:limit]
         paths = [str(it.path) for it in items]
@@ -282,27 +256,23 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
         # "imagenet" is found again on each node (Keras cache); a file is read where it is
         weights = opts.weights if model.weights.name == "imagenet" else model.weights
         del model
-        if len(pending):
-            started_ray = _connect(ray, address)
-            actors = int(num_actors or _default_actors(ray, num_gpus_per_actor))
-            with warnings.catch_warnings():  # Ray Data's own deprecation notices
-                warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                        module=r"ray\.data\.context")
-                ds = _dataset(ray, pending, paths, opts, weights, expected, actors,
-                              num_gpus_per_actor, batch_images, bytes_per_image)
-                done_now = _consume(ds, store, items, paths, shapes, opts, failures_now,
-                                    progress, len(pending), Path(out).name)
+        try:
+            if len(pending):
+                started_ray = _connect(ray, address)
+                actors = int(num_actors or _default_actors(ray, num_gpus_per_actor))
+                with warnings.catch_warnings():  # Ray Data's own deprecation notices
+                    warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                            module=r"ray\.data\.context")
+                    ds = _dataset(ray, pending, paths, opts, weights, expected, actors,
+                                  num_gpus_per_actor, batch_images, bytes_per_image)
+                    _consume(ds, writer, items, shapes, progress, len(pending), Path(out).name)
+        finally:
+            writer.close()  # what arrived is kept, whatever stopped the stream
+        return summarize(store, out, items, writer, start)
     finally:
-        status = store.status
         store.close()
         if started_ray:
             ray.shutdown()
-    return ExtractSummary(
-        store=str(out), images=int(status.size), done=int((status == 1).sum()),
-        failed=int((status == -1).sum()), pending=int((status == 0).sum()),
-        processed_now=done_now + len(failures_now), failed_now=len(failures_now),
-        seconds=time.monotonic() - start, failures=failures_now,
-    )
 
 
 def _dataset(ray, pending, paths, opts, weights, expected, actors, num_gpus_per_actor,
@@ -352,44 +322,25 @@ def _dataset(ray, pending, paths, opts, weights, expected, actors, num_gpus_per_
             setattr(ctx, name, value)
 
 
-def _consume(ds, store, items, paths, shapes, opts, failures_now, progress, total, name):
+def _consume(ds, writer: RowWriter, items, shapes, progress, total, name):
+    """Hand the actors' results, as they stream in, to the local engine's writer."""
     from tqdm.auto import tqdm
 
-    rows, failed, last, done_now = [], [], time.monotonic(), 0
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True,
                desc=f"extract {name} (ray)")
-
-    def flush():
-        nonlocal rows, failed, last
-        if rows or failed:
-            store.write_rows(rows)
-            store.mark_failed(failed)
-        rows, failed, last = [], [], time.monotonic()
-
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for k in range(len(batch["index"])):
-                index = int(batch["index"][k])
-                h, w = int(batch["height"][k]), int(batch["width"][k])
-                if bool(batch["ok"][k]):
-                    rows.append({"index": index, "height": h, "width": w,
-                                 "scale": float(batch["scale"][k]),
-                                 **{kind: batch[kind][k] for kind in shapes}})
-                    done_now += 1
-                else:
-                    reason = str(batch["error"][k])
-                    failed.append((index, reason, h, w))
-                    failures_now.append({"id": items[index].id, "path": paths[index],
-                                         "error": reason})
-                    bar.write(f"skipped {paths[index]}: {reason}")
+                ok = bool(batch["ok"][k])
+                result = ImageResult(
+                    int(batch["index"][k]), int(batch["height"][k]), int(batch["width"][k]),
+                    float(batch["scale"][k]),
+                    features={kind: batch[kind][k] for kind in shapes} if ok else None,
+                    error=None if ok else str(batch["error"][k]))
+                writer.put(result)
+                if not ok:
+                    bar.write(f"skipped {items[result.index].path}: {result.error}")
                 bar.update(1)
-                bar.set_postfix(failed=len(failures_now))
-                if (len(rows) + len(failed) >= opts.flush_every
-                        or time.monotonic() - last >= opts.flush_seconds):
-                    flush()
+                bar.set_postfix(failed=len(writer.failures))
     finally:
-        try:
-            flush()  # what arrived is kept, whatever stopped the stream
-        finally:
-            bar.close()
-    return done_now
+        bar.close()

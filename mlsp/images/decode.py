@@ -164,10 +164,92 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"), dtype=np.uint8, order="C")
 
 
+#: zlib's largest possible compression ratio (a long run of one byte): deflate data
+#: shorter than raw / 1032 cannot hold the raw bytes.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _jpeg_min_coded_bytes(data: bytes) -> tuple[int, int] | None:
+    """(bytes of coded data after the first scan header, the least a complete file needs).
+
+    Huffman-coded JPEG (every SOF but the arithmetic ones) spends at least one bit
+    per 8x8 block and component: its DC code in the first scan is never shorter.
+    None when the header cannot be walked (Pillow then judges the file).
+    """
+    pos, sof = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        seg = data[pos + 4:pos + 2 + length]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7) and len(seg) >= 6:
+            sof = seg
+        elif marker in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            return None  # arithmetic coding can spend less than a bit per block
+        elif marker == 0xDA:
+            if sof is None:
+                return None
+            height, width, n = (int.from_bytes(sof[1:3], "big"),
+                                int.from_bytes(sof[3:5], "big"), sof[5])
+            comps = [(sof[6 + 3 * k + 1] >> 4, sof[6 + 3 * k + 1] & 15) for k in range(n)
+                     if 6 + 3 * k + 2 < len(sof)]
+            if not comps or not height or not width:
+                return None
+            hmax, vmax = max(h for h, _ in comps) or 1, max(v for _, v in comps) or 1
+            blocks = sum(-(-(-(-width * h // hmax)) // 8) * -(-(-(-height * v // vmax)) // 8)
+                         for h, v in comps)
+            return len(data) - (pos + 2 + length), -(-blocks // 8)
+        pos += 2 + length
+    return None
+
+
+def _png_min_idat_bytes(data: bytes, im: Image.Image) -> tuple[int, int] | None:
+    """(bytes of IDAT data, the least deflate needs for the pixels the header promises)."""
+    if im.info.get("interlace"):
+        return None
+    bits = {"1": 1, "L": 8, "P": 8, "RGB": 24, "RGBA": 32, "LA": 16, "I": 16,
+            "I;16": 16, "I;16B": 16}.get(im.mode)
+    if bits is None:
+        return None
+    pos, idat = 8, 0
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IDAT":
+            idat += min(length, len(data) - pos - 8)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    raw = im.height * (1 + -(-im.width * bits // 8))
+    return idat, -(-raw // _DEFLATE_MAX_RATIO)
+
+
+def _check_data_suffices(name: str, data: bytes, im: Image.Image) -> None:
+    """Refuse, from the header, a file too short to hold the pixels it claims.
+
+    A decoder fills what is missing with grey (libjpeg, on an early end of data), so
+    a 2.7 KB file claiming 14000 x 14000 would decode as 196 megapixels of padding
+    after allocating gigabytes.  That is a truncated file: fail it, never pad it."""
+    check = {"JPEG": lambda: _jpeg_min_coded_bytes(data),
+             "MPO": lambda: _jpeg_min_coded_bytes(data),
+             "PNG": lambda: _png_min_idat_bytes(data, im)}.get(im.format)
+    got = check() if check else None
+    if got is not None and got[0] < got[1]:
+        raise ImageDecodeError(
+            name, f"truncated image data: the header promises {im.width} x {im.height} "
+                  f"pixels, which need at least {got[1]:,} bytes of coded data; the file "
+                  f"has {got[0]:,}")
+
+
 def _pillow_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """Decode with Pillow; size checked on the header before ``load()``."""
+    """Decode with Pillow; size and data length checked on the header before ``load()``."""
     with Image.open(io.BytesIO(data)) as im:
         _check_size(name, im.width, im.height, max_pixels)
+        _check_data_suffices(name, data, im)
         deep_colour = _is_16bit_colour(im)  # before load(), which clears im.tile
         im.load()
         if deep_colour:

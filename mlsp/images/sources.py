@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ImageItem", "from_folder", "from_list", "from_ava", "check_unique"]
+__all__ = ["ImageItem", "from_folder", "from_list", "from_ava", "check_unique", "collect_items"]
 
 
 @dataclass(frozen=True)
@@ -154,5 +154,49 @@ def from_ava(
         if not f[1].isdigit():
             raise _line_error(ava_txt, lineno, f"image id {f[1]!r} is not a number")
         items.append(ImageItem(f[1], os.path.join(image_dir, f[1] + ext)))
+    check_unique(items)
+    return items
+
+
+def collect_items(inputs=(), list_file=None, ava=None, images=None) -> list[ImageItem]:
+    """Image items from folders and files, a list or CSV file, or AVA.txt plus a folder.
+
+    ``inputs``: a list of :class:`ImageItem` (returned as is), or one or more folders
+    (searched recursively) and image files; ``list_file``: see :func:`from_list`;
+    ``ava`` with ``images``: see :func:`from_ava`.  Ids must be unique.  Raises
+    ``ValueError`` with one line naming the input and the cause.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs or ())
+    if inputs and all(isinstance(it, ImageItem) for it in inputs) and not (list_file or ava):
+        check_unique(inputs)
+        return inputs
+    items = []
+    for raw in inputs:
+        if isinstance(raw, ImageItem):
+            items.append(raw)
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            found = from_folder(path)
+            if not found:
+                raise ValueError(f"{path}: no files in this folder (hidden names are skipped)")
+            items.extend(found)
+        elif path.exists() or path.is_symlink():
+            items.append(ImageItem(path.stem, str(path)))
+        else:
+            raise ValueError(f"{path}: no such file or folder")
+    if list_file:
+        items.extend(from_list(list_file))
+    if ava:
+        if not images:
+            raise ValueError("--ava needs --images DIR (the folder of AVA's ID.jpg files)")
+        items.extend(from_ava(ava, images))
+    if not items and (list_file or ava):
+        raise ValueError(f"{list_file or ava}: lists no images")
+    if not items:
+        raise ValueError("no input images: give folders or files, --list FILE, "
+                         "or --ava AVA.txt --images DIR")
     check_unique(items)
     return items

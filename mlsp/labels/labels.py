@@ -8,6 +8,7 @@ randomly split into a training (95%) and validation set (5%)".
 from __future__ import annotations
 
 import csv
+import io
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+#: Fewest training images a split may leave (a head and SRCC need at least two).
+MIN_TRAIN = 2
 _SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val", "dev": "val",
@@ -130,12 +133,29 @@ class Labels:
         rest = np.flatnonzero(~test)
         rest = rest[np.argsort(ids[rest].astype(str), kind="stable")]
         n_val = int(round(val_fraction * rest.size))
+        if val_fraction > 0:  # a split for training: refuse what cannot train or validate
+            self._check_trainable(rest, n_val, val_fraction)
         rng = np.random.default_rng(seed)
         val = rng.permutation(rest)[:n_val]
         split = np.full(n, "train", dtype=object)
         split[test] = "test"
         split[val] = "val"
         return replace(self, split=split)
+
+    def _check_trainable(self, rest: np.ndarray, n_val: int, val_fraction: float) -> None:
+        """At least MIN_TRAIN training and one validation image, and scores that vary
+        (SRCC, the rank correlation every result is judged by, is undefined otherwise)."""
+        where = self.source or "labels"
+        if n_val < 1 or rest.size - n_val < MIN_TRAIN:
+            need = next(n for n in range(1, 10**6)
+                        if round(val_fraction * n) >= 1 and n - round(val_fraction * n) >= MIN_TRAIN)
+            raise ValueError(f"{where}: {rest.size} labelled images (outside the test part) are "
+                             f"too few to split {1 - val_fraction:.0%} train / {val_fraction:.0%} "
+                             f"validation; at least {need} are needed")
+        scores = self.mos[rest]
+        if scores.size and np.ptp(scores) == 0:
+            raise ValueError(f"{where}: all {scores.size} training images have the same score "
+                             f"{scores[0]:g}: nothing to learn, and SRCC cannot be computed")
 
     def summary(self) -> str:
         parts = [f"{len(self)} images from {self.source or '?'}",
@@ -213,6 +233,23 @@ def _stem(value: str) -> str:
 
 
 # -- generic CSV ----------------------------------------------------------------------------
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+
+
+def read_text(path) -> str:
+    """A label file's text: UTF-8 (a BOM is dropped); a file that is not UTF-8 is read
+    as Latin-1 (every byte is a character there), with a warning naming the first line
+    that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        warnings.warn(f"{path}: not UTF-8 (line {line}, byte 0x{data[err.start]:02x}); "
+                      f"read as Latin-1", stacklevel=3)
+        return data.decode("latin-1")
+
+
 _DIST_RE = re.compile(r"^(p|c|vote_|votes_|count_|n)(\d+)$", re.IGNORECASE)
 
 
@@ -262,13 +299,22 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
     A bad row raises a one-line ValueError naming file, line and cause.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path}: empty file") from None
-        rows = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
+    text = read_text(path)
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    delim = max(",;\t", key=first.count) if first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise ValueError(f"{path}: empty file") from None
+    rows = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
+
+    def number(v: str) -> float:
+        """A float; "3,5" is a decimal comma in a file whose columns the comma does not
+        separate (";" or tab)."""
+        if delim != "," and _DECIMAL_COMMA.match(v):
+            v = v.replace(",", ".")
+        return float(v)
     idc = _pick(header, id_col, ("id", "image_id", "image", "image_name", "path"), "id", path)
     if idc is None:
         raise ValueError(f"{path}: no id column (id, image, image_name or path); "
@@ -303,7 +349,7 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
         ids.append(iid)
         if dist_cols:
             try:
-                d = [float(r[col[c]]) for c in dist_cols]
+                d = [number(r[col[c]]) for c in dist_cols]
             except ValueError:
                 raise ValueError(f"{path}: line {line}: non-numeric distribution value in "
                                  f"{[r[col[c]] for c in dist_cols]}") from None
@@ -314,7 +360,7 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
         if mc is not None:
             v = r[col[mc]].strip()
             try:
-                m = float(v)
+                m = number(v)
             except ValueError:
                 raise ValueError(f"{path}: line {line}: non-numeric MOS {v!r} "
                                  f"in column {mc!r}") from None

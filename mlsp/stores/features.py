@@ -43,10 +43,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import (StoreBusyError, StoreDamagedError, StoreError,  # noqa: F401 (re-exported)
+                     StoreWriteError, acquire_lock, describe_open_error, os_cause)
+from .lock import StoreLock
+
 FORMAT = "mlsp-features"
 FORMAT_VERSION = 1
 ERROR_BYTES = 256
+#: ``images/status`` codes: the one definition (everything else imports these names).
 PENDING, DONE, FAILED = 0, 1, -1
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 #: Configuration attributes that must agree for a store to be resumed or reused.
 IDENTITY_KEYS = (
@@ -58,10 +64,6 @@ IDENTITY_KEYS = (
 IDENTITY_DEFAULTS = {"pooling_kinds": ["area"]}
 #: Keys of a row (``write_rows``) that are not feature kinds.
 ROW_META = ("index", "height", "width", "scale")
-
-
-class StoreError(ValueError):
-    """A store that cannot be used as asked; the message names the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,10 @@ def _plain(value):
 class FeatureStore:
     """Read and write one feature store.  Use :meth:`create` or :meth:`open`."""
 
-    def __init__(self, h5: h5py.File, path: Path):
+    def __init__(self, h5: h5py.File, path: Path, lock: StoreLock | None = None):
         self.h5 = h5
         self.path = Path(path)
+        self.lock = lock  # held by a writer for as long as the store is open
         if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{path}: not an mlsp feature store (no format='{FORMAT}' attribute)")
         version = int(self.h5.attrs.get("format_version", -1))
@@ -126,20 +129,47 @@ class FeatureStore:
     # -- making and opening -------------------------------------------------------------
     @classmethod
     def create(cls, path, ids, paths, config: dict, levels, n_augmentations: int,
-               wide_size: int, extra: dict | None = None) -> "FeatureStore":
+               wide_size: int, extra: dict | None = None,
+               lock: StoreLock | None = None) -> "FeatureStore":
         """Make a new store for ``ids``/``paths``, atomically (temp file, then rename).
 
         ``extra``: more feature kinds, name -> per-row shape, e.g.
         ``{"wide_fore": (5, 5, C), "spp": (26, C)}``: ``features/<name>`` of shape
         (N, A, *shape), float16, one row per chunk, allocated now like the others.
+        ``lock``: the caller's :func:`acquire_lock` (else taken here); it stays held by
+        the returned store.  A failed write (full disk) removes the temporary file and
+        raises one line.
         """
         path = Path(path)
         if len(ids) != len(paths):
             raise ValueError("ids and paths differ in length")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{path}: cannot make its folder: {os_cause(err)}") from None
+        own = lock is None
+        lock = lock or acquire_lock(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            cls._build(tmp, ids, paths, config, levels, n_augmentations, wide_size, extra)
+            os.replace(tmp, path)
+        except BaseException as err:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            if own:
+                lock.release()
+            if isinstance(err, OSError):
+                raise StoreWriteError(f"{path}: cannot create the store: {os_cause(err)} "
+                                      f"(nothing was written)") from None
+            raise
+        return cls.open(path, "r+", lock=lock)
+
+    @staticmethod
+    def _build(tmp, ids, paths, config, levels, n_augmentations, wide_size, extra):
         channels = int(sum(lv.channels for lv in levels))
         n = len(ids)
-        tmp = path.with_name(path.name + ".tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = FORMAT
             h5.attrs["format_version"] = FORMAT_VERSION
@@ -177,30 +207,46 @@ class FeatureStore:
                              (1, 1) + shape)
                 else:
                     feats.create_dataset(name, (0, n_augmentations) + shape, "float16")
-        os.replace(tmp, path)
-        return cls.open(path, "r+")
+            h5.flush()
+            os.fsync(h5.id.get_vfd_handle())
 
     @classmethod
-    def open(cls, path, mode: str = "r") -> "FeatureStore":
+    def open(cls, path, mode: str = "r", lock: StoreLock | None = None) -> "FeatureStore":
+        """Open a store; a writer (mode "r+") holds its lock until :meth:`close`
+        (``lock``: one the caller already holds, handed over to the store)."""
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        own = lock is None and mode != "r"
+        if own:
+            lock = acquire_lock(path)
         try:
-            h5 = h5py.File(path, mode)
-        except OSError as err:
-            msg = str(err).splitlines()[0]
-            if "lock" in msg.lower():
-                msg = "the file is open in another process (a running extraction?)"
-            raise StoreError(f"{path}: cannot open as HDF5: {msg}") from None
-        try:
-            return cls(h5, path)
-        except Exception:
-            h5.close()
+            try:
+                h5 = h5py.File(path, mode)
+            except OSError as err:
+                raise describe_open_error(path, err) from None
+            try:
+                return cls(h5, path, lock if mode != "r" else None)
+            except Exception:
+                h5.close()
+                raise
+        except BaseException:
+            if own:
+                lock.release()
             raise
 
+    @property
+    def is_open(self) -> bool:
+        return bool(self.h5.id.valid)
+
     def close(self):
-        if self.h5.id.valid:
-            self.h5.close()
+        try:
+            if self.h5.id.valid:
+                self.h5.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def __enter__(self):
         return self
@@ -254,6 +300,18 @@ class FeatureStore:
         if not self.has(kind):
             raise StoreError(f"{self.path}: has no features/{kind}")
         return self.h5[f"features/{kind}"]
+
+    def read(self, kind: str, rows, aug=slice(None), channels=slice(None)) -> np.ndarray:
+        """``features/<kind>[rows, aug, ..., channels]`` as stored (float16).
+
+        ``rows``: an int, a slice or ascending indices; ``aug`` an int or a slice;
+        ``channels``: a slice (fast: one hyperslab) or ascending indices (read whole
+        rows, then pick: h5py takes one index list per read)."""
+        ds = self.dataset(kind)
+        sel = (rows, aug) + (slice(None),) * (ds.ndim - 3)
+        if isinstance(channels, slice):
+            return ds[sel + (channels,)]
+        return ds[sel][..., channels]
 
     def done_indices(self) -> np.ndarray:
         return np.flatnonzero(self.status == DONE)
@@ -325,13 +383,19 @@ class FeatureStore:
 
     # -- writing (extraction) -----------------------------------------------------------
     def write_rows(self, rows):
-        """Write finished images, then flush, then mark them done (crash-safe order).
+        """Write finished images, then flush and fsync, then mark them done (crash-safe order).
 
         ``rows``: iterable of dicts with index, height, width, scale and one array per
         feature kind: narrow (A, C), wide (A, P, P, C), and any other ``features/``
         dataset (e.g. wide_fore, spp).  A row must carry (not None) every kind the store
         has (else StoreError, before anything is written); kinds the store lacks are
         ignored, as "wide" always was for a store made with wide size 0.
+
+        Features go straight to their preallocated chunks (``write_direct_chunk``: one
+        chunk is one row and augmentation), never through HDF5's chunk cache, whose
+        write errors surface only when a dataset object is garbage-collected and are
+        then lost (a full disk used to leave rows of zeros marked done).  Any failed
+        write raises :class:`StoreWriteError` before a status changes.
         """
         rows = sorted(rows, key=lambda r: r["index"])
         if not rows:
@@ -342,29 +406,65 @@ class FeatureStore:
             missing = [k for k in kinds if r.get(k) is None]
             if missing:
                 raise StoreError(f"{self.path}: row {r['index']} lacks features {missing}")
+        datasets = {kind: feats[kind] for kind in kinds}
         img = self.h5["images"]
-        for r in rows:
-            i = r["index"]
-            for kind in kinds:
-                feats[kind][i] = r[kind]
-            img["height"][i] = r["height"]
-            img["width"][i] = r["width"]
-            img["scale"][i] = r["scale"]
-            img["error"][i] = b""
+        try:
+            for r in rows:
+                i = r["index"]
+                for kind, ds in datasets.items():
+                    self._write_row(ds, i, r[kind])
+                img["height"][i] = r["height"]
+                img["width"][i] = r["width"]
+                img["scale"][i] = r["scale"]
+                img["error"][i] = b""
+            self._sync()
+            for r in rows:
+                img["status"][r["index"]] = DONE
+            self._sync()
+        except OSError as err:
+            raise self._write_error(err, len(rows)) from None
+
+    @staticmethod
+    def _write_row(ds: h5py.Dataset, index: int, value) -> None:
+        block = np.ascontiguousarray(np.broadcast_to(np.asarray(value), ds.shape[1:]), "<f2")
+        if ds.is_virtual or ds.chunks != (1, 1) + tuple(ds.shape[2:]):
+            ds[index] = block  # not an extraction store's layout: let h5py do it
+            return
+        for a in range(block.shape[0]):
+            ds.id.write_direct_chunk((index, a) + (0,) * (block.ndim - 1), block[a].tobytes())
+
+    def _sync(self) -> None:
+        """Flush HDF5's buffers and have the kernel put the bytes on the device."""
         self.h5.flush()
-        for r in rows:
-            img["status"][r["index"]] = DONE
-        self.h5.flush()
+        os.fsync(self.h5.id.get_vfd_handle())
+
+    def _write_error(self, err: BaseException, n_rows: int) -> StoreWriteError:
+        try:
+            status = self.status
+            counts = f"{int((status == DONE).sum())} of {status.size} rows are done and safe"
+        except Exception:
+            counts = "rows marked done before this block are safe"
+        return StoreWriteError(f"{self.path}: write failed: {os_cause(err)}; {counts} "
+                               f"(the {n_rows} being written stay pending); free space and "
+                               f"run the same command again to resume")
 
     def mark_failed(self, failures):
         """Record ``(index, reason, height, width)`` failures; flushed at once."""
+        failures = list(failures)
+        if not failures:
+            return
         img = self.h5["images"]
-        for index, reason, height, width in failures:
-            img["error"][index] = _clip_utf8(reason)
-            img["height"][index] = height or 0
-            img["width"][index] = width or 0
-            img["status"][index] = FAILED
-        self.h5.flush()
+        try:
+            for index, reason, height, width in failures:
+                img["error"][index] = _clip_utf8(reason)
+                img["height"][index] = height or 0
+                img["width"][index] = width or 0
+            self._sync()
+            for index, *_ in failures:
+                img["status"][index] = FAILED
+            self._sync()
+        except OSError as err:
+            raise self._write_error(err, len(failures)) from None
 
     def reset_failed(self):
         """Turn failed images back to pending (``--retry-failed``)."""
@@ -373,7 +473,7 @@ class FeatureStore:
         if failed.size:
             status[failed] = PENDING
             self.h5["images/status"][...] = status
-            self.h5.flush()
+            self._sync()
         return int(failed.size)
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .features import FeatureStore, StoreError, config_mismatch
+from .features import (PENDING, FeatureStore, StoreError, StoreWriteError, acquire_lock,
+                       config_mismatch)
 
 SHARD_KEYS = ("shard_index", "shard_count", "shard_offset", "list_images", "list_sha256")
 
@@ -59,7 +60,7 @@ def _check_shards(stores):
         if [lv.name for lv in s.levels] != [lv.name for lv in first.levels]:
             raise StoreError(f"{s.path}: level table differs from {first.path}")
     for s in stores:
-        pending = int((s.status == 0).sum())
+        pending = int((s.status == PENDING).sum())
         if pending:
             raise StoreError(f"{s.path}: {pending} images still pending; finish that shard first "
                              f"(run its extract command again)")
@@ -101,48 +102,65 @@ def merge_stores(shards, out, copy: bool = False, block: int = 256) -> Path:
     out = Path(out)
     if out.exists():
         raise StoreError(f"{out}: exists; remove it or choose another path")
-    opened = [FeatureStore.open(p) for p in shards]
+    lock = acquire_lock(out)  # one writer: the merged store and its .tmp
+    opened = []
+    tmp = out.with_name(out.name + ".tmp")
     try:
+        opened.extend(FeatureStore.open(p) for p in shards)
         stores = _check_shards(opened)
-        tmp = out.with_name(out.name + ".tmp")
-        with h5py.File(tmp, "w") as h5:
-            for key, value in stores[0].h5.attrs.items():
-                if key not in SHARD_KEYS:
-                    h5.attrs[key] = value
-            h5.attrs["merged_from"] = np.array(
-                [os.path.relpath(s.path, out.parent) for s in stores],
-                dtype=h5py.string_dtype("utf-8"))
-            for name in ("id", "path", "height", "width", "scale", "status", "error"):
-                parts = [s.h5[f"images/{name}"][...] for s in stores]
-                h5.create_dataset(f"images/{name}", data=np.concatenate(parts),
-                                  dtype=stores[0].h5[f"images/{name}"].dtype)
-            stores[0].h5.copy(stores[0].h5["levels"], h5, "levels")
-            h5.create_group("features")
-            for kind in stores[0].h5["features"]:
-                src0 = stores[0].h5[f"features/{kind}"]
-                n = sum(s.h5[f"features/{kind}"].shape[0] for s in stores)
-                shape = (n,) + src0.shape[1:]
-                if copy:
-                    dst = h5.create_dataset(f"features/{kind}", shape, src0.dtype,
-                                            chunks=src0.chunks)
-                    row = 0
-                    for s in stores:
-                        src = s.h5[f"features/{kind}"]
-                        for a in range(0, src.shape[0], block):
-                            b = min(a + block, src.shape[0])
-                            dst[row + a:row + b] = src[a:b]
-                        row += src.shape[0]
-                else:
-                    layout = h5py.VirtualLayout(shape=shape, dtype=src0.dtype)
-                    row = 0
-                    for s in stores:
-                        src = s.h5[f"features/{kind}"]
-                        rel = os.path.relpath(s.path.resolve(), out.parent.resolve())
-                        layout[row:row + src.shape[0]] = h5py.VirtualSource(rel, src.name, src.shape)
-                        row += src.shape[0]
-                    h5.create_virtual_dataset(f"features/{kind}", layout)
+        _write_merged(tmp, stores, out, copy, block)
         os.replace(tmp, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise StoreWriteError(f"{out}: cannot write the merged store: "
+                              f"{str(err).splitlines()[0]}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         for s in opened:
             s.close()
+        lock.release()
     return out
+
+
+def _write_merged(tmp, stores, out, copy, block):
+    """The merged file under its temporary name; flushed and fsynced before it returns."""
+    with h5py.File(tmp, "w") as h5:
+        for key, value in stores[0].h5.attrs.items():
+            if key not in SHARD_KEYS:
+                h5.attrs[key] = value
+        h5.attrs["merged_from"] = np.array(
+            [os.path.relpath(s.path, out.parent) for s in stores],
+            dtype=h5py.string_dtype("utf-8"))
+        for name in ("id", "path", "height", "width", "scale", "status", "error"):
+            parts = [s.h5[f"images/{name}"][...] for s in stores]
+            h5.create_dataset(f"images/{name}", data=np.concatenate(parts),
+                              dtype=stores[0].h5[f"images/{name}"].dtype)
+        stores[0].h5.copy(stores[0].h5["levels"], h5, "levels")
+        h5.create_group("features")
+        for kind in stores[0].h5["features"]:
+            src0 = stores[0].h5[f"features/{kind}"]
+            n = sum(s.h5[f"features/{kind}"].shape[0] for s in stores)
+            shape = (n,) + src0.shape[1:]
+            if copy:
+                dst = h5.create_dataset(f"features/{kind}", shape, src0.dtype,
+                                        chunks=src0.chunks)
+                row = 0
+                for s in stores:
+                    src = s.h5[f"features/{kind}"]
+                    for a in range(0, src.shape[0], block):
+                        b = min(a + block, src.shape[0])
+                        dst[row + a:row + b] = src[a:b]
+                    row += src.shape[0]
+            else:
+                layout = h5py.VirtualLayout(shape=shape, dtype=src0.dtype)
+                row = 0
+                for s in stores:
+                    src = s.h5[f"features/{kind}"]
+                    rel = os.path.relpath(s.path.resolve(), out.parent.resolve())
+                    layout[row:row + src.shape[0]] = h5py.VirtualSource(rel, src.name, src.shape)
+                    row += src.shape[0]
+                h5.create_virtual_dataset(f"features/{kind}", layout)
+        h5.flush()  # raises here, not lost in a destructor, if a write failed
+        os.fsync(h5.id.get_vfd_handle())

@@ -17,7 +17,6 @@ import time
 import weakref
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
@@ -84,27 +83,21 @@ class StoreFeatures:
         self.data = self._load_all(progress, block_rows) if self.in_memory else None
 
     # -- file access ----------------------------------------------------------------------
-    def _dataset(self) -> tuple:
-        """The HDF5 datasets of the kind's parts, opened once per process (and thread:
-        h5py serialises reads)."""
+    def _store(self) -> FeatureStore:
+        """The store, opened once per process (and thread: h5py serialises reads)."""
         if self._pid != os.getpid():  # forked worker: never reuse the parent's handle
             self._local = threading.local()
             self._pid = os.getpid()
-        ds = getattr(self._local, "ds", None)
-        if ds is None or not ds[0].id.valid:
-            h5 = h5py.File(self.path, "r")
-            ds = tuple(h5[f"features/{part}"] for part in self.parts)
-            self._local.h5, self._local.ds = h5, ds
-        return ds
+        store = getattr(self._local, "store", None)
+        if store is None or not store.is_open:
+            store = FeatureStore.open(self.path)
+            self._local.store = store
+        return store
 
-    def _read(self, ds, rows, aug):
-        """ds[rows, aug, ..., channels] with rows ascending; aug an int or slice; the
+    def _read(self, store, rows, aug):
+        """store[rows, aug, ..., channels] with rows ascending; aug an int or slice; the
         parts of a composite kind concatenated on channels."""
-        sel = (rows, aug) + (slice(None),) * (len(self.item_shape) - 1)
-        if isinstance(self._channels, slice):
-            out = [d[sel + (self._channels,)] for d in ds]
-        else:
-            out = [d[sel][..., self._channels] for d in ds]  # h5py: one index list per read
+        out = [store.read(part, rows, aug, self._channels) for part in self.parts]
         return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
 
     def _load_all(self, progress, block_rows):
@@ -112,7 +105,7 @@ class StoreFeatures:
 
         shape = (self.n_images, self.n_aug) + self.item_shape
         out = np.empty(shape, np.float16)
-        ds = self._dataset()
+        ds = self._store()
         steps = range(0, self.n_images, block_rows)
         for a in tqdm(steps, desc=f"load {self.path.name}", unit="block",
                       disable=not progress or len(steps) < 2, dynamic_ncols=True):
@@ -122,9 +115,9 @@ class StoreFeatures:
         return out
 
     def close(self):
-        h5 = getattr(self._local, "h5", None)
-        if h5 is not None and h5.id.valid:
-            h5.close()
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
         self._local = threading.local()
 
     def __getstate__(self):  # picklable for multiprocessing workers: the handle stays behind
@@ -152,7 +145,7 @@ class StoreFeatures:
         return self._get_from_file(rows, aug)
 
     def _get_from_file(self, rows, aug):
-        ds = self._dataset()
+        ds = self._store()
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         if aug is None:
