@@ -14,7 +14,7 @@ import numpy as np
 
 from .model_format import (check_compatible, extract_options, model_folder, read_model,
                            write_model)
-from .stores.features import FeatureStore, StoreError
+from .stores.features import DONE, FAILED, FeatureStore, StoreError
 from .training.data import StoreFeatures, feature_parts, predict_averaged
 
 __all__ = ["TrainedHead", "load", "outputs_to_scores", "accuracy_threshold", "predict_images",
@@ -234,8 +234,9 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
         raise ValueError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
     from tqdm.auto import tqdm
 
-    from .extract.extractor import prepare, run_model, store_config
+    from .extract.extractor import store_config
     from .extract.model import MLSPModel
+    from .extract.worker import activation_bytes_per_pixel, default_max_memory, prepare, run_model
 
     head = _as_head(model_path)
     model, sidecar = head.model, head.sidecar
@@ -249,11 +250,15 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
     index = _level_index(mlsp_model.levels, sidecar)
     parts = feature_parts(sidecar["pooling"])
     items = expand_inputs(paths_or_folders)
+    # the extractor's memory rule: crops within the activation budget, passes capped by it
+    per_pixel = activation_bytes_per_pixel(mlsp_model)
+    max_pixels = max(1, min(opts.max_batch_pixels,
+                            int((opts.max_memory or default_max_memory()) // per_pixel)))
     out = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
         try:
-            batch, _, _, _ = prepare(str(it.path), opts, mlsp_model.min_side)
-            pooled = run_model(mlsp_model, batch, opts.max_batch_pixels)
+            batch, _, _, _ = prepare(str(it.path), opts, mlsp_model.min_side, per_pixel)
+            pooled = run_model(mlsp_model, batch, max_pixels)
             # the store keeps float16: round the same way for identical scores; a composite
             # kind (wide_foreback) is its parts' selected channels side by side, as in training
             x = np.concatenate([pooled[part].astype(np.float16).astype(np.float32)[..., index]
@@ -307,7 +312,7 @@ def predict_store(model_path, store_path, ids=None, batch_size: int = 128,
         head.check_compatible(store)
         all_ids, paths, status, errors = store.ids, store.paths, store.status, store.errors
     sel = np.arange(len(all_ids)) if ids is None else _store_positions(store_path, all_ids, ids)
-    done = sel[status[sel] == 1]
+    done = sel[status[sel] == DONE]
     feats = StoreFeatures(store_path, head.sidecar["levels"], head.sidecar["pooling"],
                           progress=progress)
     try:
@@ -322,6 +327,6 @@ def predict_store(model_path, store_path, ids=None, batch_size: int = 128,
             k = by_row[r]
             out.append(_row(all_ids[r], paths[r], mos[k], None if dist is None else dist[k]))
         else:
-            why = errors[r] if status[r] == -1 else "not extracted yet (pending)"
+            why = errors[r] if status[r] == FAILED else "not extracted yet (pending)"
             out.append(_row(all_ids[r], paths[r], None, None, why or "failed"))
     return out

@@ -8,32 +8,28 @@ from pathlib import Path
 __all__ = ["collect_images", "extract"]
 
 
+#: Files given among the images that are read as lists of images, not as images.
+LIST_SUFFIXES = (".csv", ".txt", ".lst")
+
+
 def collect_images(images) -> list:
     """ImageItems from a folder (recursively), an image file, a list file (``.csv`` /
-    ``.txt``: see :func:`mlsp.images.sources.from_list`), ImageItems, or a list of these."""
-    from ..images.sources import ImageItem, check_unique, from_folder, from_list
+    ``.txt``: see :func:`mlsp.images.sources.from_list`), ImageItems, or a list of these
+    (:func:`mlsp.images.sources.collect_items` does the work, as for ``mlsp extract``)."""
+    from ..images.sources import ImageItem, check_unique, collect_items
 
     if isinstance(images, (str, os.PathLike, ImageItem)):
         images = [images]
-    items = []
-    for x in images:
-        if isinstance(x, ImageItem):
-            items.append(x)
-            continue
-        p = Path(x)
-        if p.is_dir():
-            found = from_folder(p)
-            if not found:
-                raise FileNotFoundError(f"{p}: no files in this folder (hidden names are skipped)")
-            items += found
-        elif p.is_file() and p.suffix.lower() in (".csv", ".txt", ".lst"):
-            items += from_list(p)
-        elif p.is_file():
-            items.append(ImageItem(p.stem, str(p)))
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    if not items:
-        raise ValueError("no input images")
+    images = list(images)
+
+    def is_list(x):
+        return not isinstance(x, ImageItem) and Path(x).is_file() and \
+            Path(x).suffix.lower() in LIST_SUFFIXES
+
+    rest = [x for x in images if not is_list(x)]
+    items = collect_items(rest) if rest else []
+    for x in filter(is_list, images):
+        items += collect_items(list_file=x)
     check_unique(items)
     return items
 
