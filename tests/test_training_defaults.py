@@ -87,3 +87,27 @@ def test_ridge_is_refit_on_train_and_val_for_the_test_figures(tmp_path):
     assert ridge["test"]["n"] == t["n_test"] == 10
     # the standardization travels inside the saved model
     assert any(layer.name == "standardize" for layer in res.model.layers)
+
+
+def test_cli_takes_explicit_values_over_the_regime(tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+    from _mmstore import make_ext_store
+
+    from mlsp.training.commands import train
+
+    path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows([("id", "mos"), *zip(lab.ids, lab.mos)])
+    r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--epochs", "1",
+                                   "--lr", "1e-4", "--normalize-inputs", "off",
+                                   "--val-fraction", "0.2", "--quiet", "--out",
+                                   str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "m" / "model.json").read_text())["train"]
+    assert (t["lr"], t["normalize_inputs"], t["n_val"]) == (1e-4, False, 8)
+    r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--lr", "fast"])
+    assert r.exit_code != 0 and "neither a number nor 'auto'" in r.output

@@ -142,6 +142,10 @@ def _training_run_options(fn):
 @click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=float,
               help="multitask head: leave out of the binary loss images whose MOS lies within "
                    "this margin of the threshold (MTP-NasNet sec. 4.3).")
+@click.option("--normalize-inputs", default="auto", show_default=True,
+              type=click.Choice(["auto", "on", "off"]),
+              help="Per-channel standardization of the stored features (kept in the model); "
+                   "auto: on below 20,000 training images.")
 @click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
               help="K >= 2: train K heads on K folds (cross-validation), report mean and 95% "
                    "interval, save their ensemble. 0: one train/val split.")
@@ -152,7 +156,7 @@ def _training_run_options(fn):
               help="Also print the feeder's counters every epoch (they are in history.csv).")
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
           test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
-          feature_kind, binary_margin, folds, seeds, quiet, verbose):
+          feature_kind, binary_margin, normalize_inputs, folds, seeds, quiet, verbose):
     """Train a head on the features in STORE (MLSP sec. 3.3); --folds K cross-validates."""
     from .trainer import train_head
 
@@ -160,6 +164,7 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                    batch_size=batch_size, lr=lr, augment=augment, width=width,
                    distribute=distribute, objective=objective, loss=loss, precision=precision,
                    features=feature_kind, binary_margin=binary_margin,
+                   normalize_inputs={"on": True, "off": False}.get(normalize_inputs, "auto"),
                    sample_weights=None if sample_weights == "none" else sample_weights)
     if folds == 1:
         _fail(ValueError("--folds must be 0 (one split) or at least 2"))
