@@ -283,23 +283,21 @@ def _auto_dist_cols(header):
     return None, None
 
 
-def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
-             score_range=None) -> Labels:
-    """Read a generic CSV of labels (one image a row).
+@dataclass
+class _Columns:
+    """The header names :func:`load_csv` reads, chosen once before any row is parsed."""
 
-    id: ``id_col`` or ``id`` / ``image`` / ``image_name`` / ``path`` (a path
-    gives its file stem).  MOS: ``mos_col`` or ``mos`` / ``MOS`` / ``score``;
-    without one, the mean of the distribution (bin k scores k).  Distribution:
-    ``dist_cols`` or columns named ``p1..pK`` / ``c1..cK`` / ``vote_1..``
-    (any K), normalised per row; count-like columns (not ``p``) also give
-    ``votes``.  Split: ``split_col`` or ``split`` / ``set``.  ``score_range``:
-    given; else, when distribution bins 1..K (or 0..K-1) have the MOS as their
-    expectation, the bins' range (1, K); else the observed (min, max) MOS with
-    ``range_observed=True``.
-    A bad row raises a one-line ValueError naming file, line and cause.
-    """
-    path = Path(path)
-    text = read_text(path)
+    id: str
+    use_stem: bool  # an image/path column gives ids as file stems
+    mos: str | None
+    dist: list[str] | None
+    prefix: str | None  # the auto-detected distribution prefix; None when given or absent
+    split: str | None
+
+
+def _csv_rows(text: str, path: Path):
+    """Separator (the commonest of , ; tab on the first line), header and non-blank rows
+    with their line numbers, so errors can name the line."""
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     delim = max(",;\t", key=first.count) if first else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
@@ -308,13 +306,20 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
     except StopIteration:
         raise ValueError(f"{path}: empty file") from None
     rows = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
+    return delim, header, rows
 
-    def number(v: str) -> float:
-        """A float; "3,5" is a decimal comma in a file whose columns the comma does not
-        separate (";" or tab)."""
-        if delim != "," and _DECIMAL_COMMA.match(v):
-            v = v.replace(",", ".")
-        return float(v)
+
+def _number(v: str, delim: str) -> float:
+    """A float; "3,5" is a decimal comma in a file whose columns the comma does not
+    separate (";" or tab)."""
+    if delim != "," and _DECIMAL_COMMA.match(v):
+        v = v.replace(",", ".")
+    return float(v)
+
+
+def _csv_columns(header, path, id_col, mos_col, dist_cols, split_col) -> _Columns:
+    """The id, MOS, distribution and split columns: given names must exist, else the
+    usual names are looked up; an id and a MOS or distribution are required."""
     idc = _pick(header, id_col, ("id", "image_id", "image", "image_name", "path"), "id", path)
     if idc is None:
         raise ValueError(f"{path}: no id column (id, image, image_name or path); "
@@ -332,14 +337,19 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
     if mc is None and not dist_cols:
         raise ValueError(f"{path}: no MOS column (mos, MOS, score) and no distribution columns")
     sc = _pick(header, split_col, ("split", "set", "subset"), "split", path)
-    col = {h: i for i, h in enumerate(header)}
+    return _Columns(idc, use_stem, mc, dist_cols, prefix, sc)
 
+
+def _csv_values(rows, header, cols: _Columns, delim, path):
+    """Per-row ids, MOS, distribution counts and splits; the first bad value raises a
+    ValueError naming its line."""
+    col = {h: i for i, h in enumerate(header)}
     ids, mos, dist, split, seen = [], [], [], [], {}
     for line, r in rows:
         if len(r) < len(header):
             r = r + [""] * (len(header) - len(r))
-        raw = r[col[idc]].strip()
-        iid = _stem(raw) if use_stem and raw else raw
+        raw = r[col[cols.id]].strip()
+        iid = _stem(raw) if cols.use_stem and raw else raw
         if not iid:
             raise ValueError(f"{path}: line {line}: missing id")
         if iid in seen:
@@ -347,58 +357,101 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
                              f"(first on line {seen[iid]})")
         seen[iid] = line
         ids.append(iid)
-        if dist_cols:
-            try:
-                d = [number(r[col[c]]) for c in dist_cols]
-            except ValueError:
-                raise ValueError(f"{path}: line {line}: non-numeric distribution value in "
-                                 f"{[r[col[c]] for c in dist_cols]}") from None
-            if not all(np.isfinite(d)) or min(d) < 0 or sum(d) <= 0:
-                raise ValueError(f"{path}: line {line}: distribution must be finite, "
-                                 f"non-negative and not all zero")
-            dist.append(d)
-        if mc is not None:
-            v = r[col[mc]].strip()
-            try:
-                m = number(v)
-            except ValueError:
-                raise ValueError(f"{path}: line {line}: non-numeric MOS {v!r} "
-                                 f"in column {mc!r}") from None
-            if not np.isfinite(m):
-                raise ValueError(f"{path}: line {line}: MOS {v!r} is not finite")
-            mos.append(m)
-        if sc is not None:
-            v = r[col[sc]].strip().lower()
+        if cols.dist:
+            dist.append(_row_distribution(r, col, cols.dist, delim, path, line))
+        if cols.mos is not None:
+            mos.append(_row_mos(r[col[cols.mos]].strip(), cols.mos, delim, path, line))
+        if cols.split is not None:
+            v = r[col[cols.split]].strip().lower()
             if v not in _SPLIT_ALIASES:
-                raise ValueError(f"{path}: line {line}: split value {r[col[sc]]!r} "
+                raise ValueError(f"{path}: line {line}: split value {r[col[cols.split]]!r} "
                                  f"(use train, val/validation or test)")
             split.append(_SPLIT_ALIASES[v])
+    return ids, mos, dist, split
 
+
+def _row_distribution(r, col, dist_cols, delim, path, line) -> list[float]:
+    """One row's distribution counts: numeric, finite, non-negative, not all zero."""
+    try:
+        d = [_number(r[col[c]], delim) for c in dist_cols]
+    except ValueError:
+        raise ValueError(f"{path}: line {line}: non-numeric distribution value in "
+                         f"{[r[col[c]] for c in dist_cols]}") from None
+    if not all(np.isfinite(d)) or min(d) < 0 or sum(d) <= 0:
+        raise ValueError(f"{path}: line {line}: distribution must be finite, "
+                         f"non-negative and not all zero")
+    return d
+
+
+def _row_mos(v, mc, delim, path, line) -> float:
+    """One row's MOS: numeric and finite."""
+    try:
+        m = _number(v, delim)
+    except ValueError:
+        raise ValueError(f"{path}: line {line}: non-numeric MOS {v!r} "
+                         f"in column {mc!r}") from None
+    if not np.isfinite(m):
+        raise ValueError(f"{path}: line {line}: MOS {v!r} is not finite")
+    return m
+
+
+def _first_bin(cols: _Columns) -> int:
+    """The score of the first distribution bin: 0 for auto-detected ``p0..`` style
+    columns, else 1."""
+    return 0 if cols.prefix is not None and _DIST_RE.match(cols.dist[0]).group(2) == "0" else 1
+
+
+def _csv_labels(path, cols: _Columns, ids, mos, dist, split, score_range) -> Labels:
+    """Normalised distribution (and votes for count columns), MOS (given, or the
+    distribution's mean) and the score range (given, implied by the bins, or observed)."""
     distribution = votes = None
-    if dist_cols:
-        counts = np.array(dist, dtype=np.float64).reshape(len(ids), len(dist_cols))
+    if cols.dist:
+        counts = np.array(dist, dtype=np.float64).reshape(len(ids), len(cols.dist))
         total = counts.sum(axis=1)
         distribution = counts / total[:, None] if len(ids) else counts
-        if prefix not in (None, "p"):
+        if cols.prefix not in (None, "p"):
             votes = total
-    if mc is not None:
+    if cols.mos is not None:
         mos_arr = np.array(mos, dtype=np.float64)
     else:
-        first = 0 if prefix is not None and _DIST_RE.match(dist_cols[0]).group(2) == "0" else 1
+        first = _first_bin(cols)
         mos_arr = distribution @ np.arange(first, first + distribution.shape[1], dtype=np.float64)
     observed = score_range is None
     if observed and distribution is not None and len(ids):
         # rating bins k = first..first+K-1 whose expectation is the MOS: that is the scale
-        first = 0 if prefix is not None and _DIST_RE.match(dist_cols[0]).group(2) == "0" else 1
+        first = _first_bin(cols)
         k = np.arange(first, first + distribution.shape[1], dtype=np.float64)
         if np.allclose(distribution @ k, mos_arr, atol=0.05):
             score_range, observed = (float(k[0]), float(k[-1])), False
     if observed:
         score_range = (float(mos_arr.min()), float(mos_arr.max())) if len(ids) else (0.0, 0.0)
     return Labels(ids=ids, mos=mos_arr, distribution=distribution, votes=votes,
-                  split=np.array(split, dtype=object) if sc is not None else None,
+                  split=np.array(split, dtype=object) if cols.split is not None else None,
                   score_range=tuple(score_range), tags=None, source=f"csv:{path}",
                   range_observed=observed)
+
+
+def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
+             score_range=None) -> Labels:
+    """Read a generic CSV of labels (one image a row).
+
+    id: ``id_col`` or ``id`` / ``image`` / ``image_name`` / ``path`` (a path
+    gives its file stem).  MOS: ``mos_col`` or ``mos`` / ``MOS`` / ``score``;
+    without one, the mean of the distribution (bin k scores k).  Distribution:
+    ``dist_cols`` or columns named ``p1..pK`` / ``c1..cK`` / ``vote_1..``
+    (any K), normalised per row; count-like columns (not ``p``) also give
+    ``votes``.  Split: ``split_col`` or ``split`` / ``set``.  ``score_range``:
+    given; else, when distribution bins 1..K (or 0..K-1) have the MOS as their
+    expectation, the bins' range (1, K); else the observed (min, max) MOS with
+    ``range_observed=True``.
+    A bad row raises a one-line ValueError naming file, line and cause.
+    """
+    path = Path(path)
+    text = read_text(path)  # called here: its warning's stacklevel=3 names our caller
+    delim, header, rows = _csv_rows(text, path)
+    cols = _csv_columns(header, path, id_col, mos_col, dist_cols, split_col)
+    ids, mos, dist, split = _csv_values(rows, header, cols, delim, path)
+    return _csv_labels(path, cols, ids, mos, dist, split, score_range)
 
 
 def _looks_like_ava(path: Path) -> bool:
