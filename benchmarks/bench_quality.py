@@ -77,7 +77,7 @@ def run_row(name, store, labels, folds, seeds, out: Path, force: bool, extra: di
     options = {**options, **extra}
     t0 = time.monotonic()
     res = cross_validate(store, labels, folds=folds, seeds=seeds, progress=True,
-                         val_fraction=options.pop("val_fraction", 0.1), **options)
+                         val_fraction=options.pop("val_fraction", "auto"), **options)
     row = {"row": name, "what": what, "options": options, "folds": folds,
            "seeds": list(seeds), "summary": res.summary(), "oof": {str(k): v for k, v in
                                                                    res.oof_metrics().items()},
@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "quality")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--only-cached", action="store_true",
+                    help="table of the rows already in --out; run none")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="trainer option for every row (e.g. lr=1e-3), for selection runs")
     a = ap.parse_args()
@@ -161,7 +163,7 @@ def main():
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     a.out.mkdir(parents=True, exist_ok=True)
-    store = ensure_store(a.store, a.labels)
+    store = a.store if a.only_cached else ensure_store(a.store, a.labels)
     extra = {}
     for kv in a.set:
         key, _, value = kv.partition("=")
@@ -171,6 +173,9 @@ def main():
             extra[key] = value
     rows = []
     for name in names:
+        if a.only_cached and not (a.out / f"row_{name}.json").exists():
+            print(f"== {name}: not run (no {a.out / f'row_{name}.json'})")
+            continue
         print(f"== {name}: {ROWS[name][0]}", flush=True)
         rows.append(run_row(name, store, a.labels, a.folds, seeds, a.out, a.force, extra))
         print(f"   {rows[-1]['verdict']}", flush=True)
