@@ -123,9 +123,9 @@ def write(flat, out: Path, folds, seeds):
                         *(r["rmse"] or [""] * 3), *(r["minus_ridge"] or [""] * 3), r["seconds"] or ""])
     (out / "quality.json").write_text(json.dumps({"folds": folds, "seeds": list(seeds),
                                                   "rows": flat}, indent=1, default=float))
-    from mlsp.evaluation.plots import _plt
+    from mlsp.evaluation.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(flat) + 1.2))
     for i, r in enumerate(flat):
         m = r["srcc"]
