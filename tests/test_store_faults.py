@@ -335,7 +335,9 @@ def test_ctrl_c_stops_within_seconds_and_keeps_what_is_written(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
     stopped = time.monotonic() - t
-    assert stopped < 5, f"Ctrl-C took {stopped:.1f} s"
+    # a few seconds on a quiet 2-core machine, 13.7 s once while a benchmark held both
+    # cores; the bound guards against what the issue saw (83 s), not against a busy machine
+    assert stopped < 30, f"Ctrl-C took {stopped:.1f} s"
     assert proc.returncode != 0
     assert not (tmp_path / "s.h5.lock").exists()
     with FeatureStore.open(out) as fs:  # the file is closed cleanly, the rows are kept
