@@ -78,6 +78,7 @@ def read_model(path):
     # every head is built from serialisable layers / ops (multi_3fc slices with GetItem,
     # no Lambda), so models always load in safe mode: no code from the file is run.
     from .heads import mnet  # noqa: F401  (registers ChannelSlice and the pooling layers)
+    from .layers import standardize  # noqa: F401  (registers Standardize)
 
     try:  # a .keras file is a zip: a truncated / damaged one is named as such (Keras
         with zipfile.ZipFile(model_file) as z:  # itself reports it as "File not found")

@@ -111,3 +111,22 @@ def test_cli_takes_explicit_values_over_the_regime(tmp_path):
     assert (t["lr"], t["normalize_inputs"], t["n_val"]) == (1e-4, False, 8)
     r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--lr", "fast"])
     assert r.exit_code != 0 and "neither a number nor 'auto'" in r.output
+
+
+def test_standardize_layer_by_hand_and_through_a_saved_model(tmp_path):
+    """The standardization is weights of the model (ONNX export needs them as constants):
+    (x - mean) / std, and the same after model.keras is saved and loaded in safe mode."""
+    import keras
+
+    from mlsp.layers.standardize import Standardize
+
+    inp = keras.Input((3,))
+    layer = Standardize(name="standardize")
+    model = keras.Model(inp, layer(inp))
+    layer.set_moments([1.0, -2.0, 0.0], [4.0, 0.25, 1.0])
+    x = np.array([[3.0, -1.0, 5.0]], "float32")
+    want = [[(3 - 1) / 2, (-1 + 2) / 0.5, 5.0]]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, rtol=1e-6)
+    model.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)), want, rtol=1e-6)

@@ -110,10 +110,13 @@ def feature_moments(feats: StoreFeatures, rows, block: int = 256):
 
 def with_input_normalization(head: keras.Model, mean, variance) -> keras.Model:
     """``head`` behind a fixed (non-trainable) per-channel standardisation layer."""
+    from ..layers.standardize import Standardize
+
     inp = keras.Input(head.input_shape[1:], dtype="float32", name="features")
-    norm = keras.layers.Normalization(axis=-1, mean=mean.astype("float32"),
-                                      variance=variance.astype("float32"), name="standardize")
-    return keras.Model(inp, head(norm(inp)), name=head.name)
+    norm = Standardize(name="standardize")
+    out = head(norm(inp))
+    norm.set_moments(mean, variance)
+    return keras.Model(inp, out, name=head.name)
 
 
 def build_models(spec, policy, config, item_shape, level_channels, wide_size, targets,
