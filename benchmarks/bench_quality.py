@@ -137,7 +137,7 @@ def write(flat, out: Path, folds, seeds):
     ax.axvline(ridge, ls="--", color="grey", lw=0.8)
     ax.set_yticks(range(len(flat)), [r["what"] for r in flat], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"SRCC, mean over {folds} folds x {len(seeds)} seeds, 95% interval")
+    ax.set_xlabel("test-fold SRCC: mean and 95% interval (folds x seeds per row: quality.csv)")
     fig.tight_layout()
     fig.savefig(out / "quality.png", dpi=110)
     plt.close(fig)
