@@ -311,25 +311,12 @@ def build_options(opts: ExtractOptions | None, options: dict) -> ExtractOptions:
     return opts if opts is not None else ExtractOptions(**options)
 
 
-def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | None = None,
-            retry_failed=False, overwrite=False, progress=True, limit=None,
-            extra_config=None, space_check=True, **options) -> ExtractSummary:
-    """Extract MLSP features of ``items`` into the store ``out``; resumable.
-
-    ``items``: a list of :class:`~mlsp.images.sources.ImageItem`, or what
-    :func:`~mlsp.images.sources.collect_items` takes (a folder, an image file, a list
-    of those).  Options: ``opts`` (:class:`ExtractOptions`) or its fields as keywords
-    (``backbone="mobilenet_v2", alpha=0.35, weights="bundled"``).  Resumes an existing
-    store made by the same configuration and image list; ``limit`` stops after that
-    many images; ``extra_config`` adds root attributes (e.g. the shard of a sharded
-    job); ``space_check`` refuses a job that cannot fit in the free space.  The output
-    is locked (one writer) before the model is built, so a busy store or a folder that
-    refuses writes fails at once.  This run's failures go to ``STORE.failures.csv``.
-    """
-    from tqdm.auto import tqdm
-
-    opts = build_options(opts, options)
-    items = as_items(items)
+def open_job(out, items, opts: ExtractOptions, model, retry_failed, overwrite, extra_config,
+             space_check, limit):
+    """``(model, store, lock)`` for an extraction job, either engine: the output is locked
+    first (a busy store or a folder that refuses writes fails before the model is built),
+    then the model is built (or ``model`` checked against ``opts``) and the store opened or
+    created.  On any failure the lock is released."""
     pooling = normalize_pooling(opts.pooling)
     lock = acquire_lock(out)
     try:
@@ -349,6 +336,30 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     except BaseException:
         lock.release()
         raise
+    return model, store, lock
+
+
+def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | None = None,
+            retry_failed=False, overwrite=False, progress=True, limit=None,
+            extra_config=None, space_check=True, **options) -> ExtractSummary:
+    """Extract MLSP features of ``items`` into the store ``out``; resumable.
+
+    ``items``: a list of :class:`~mlsp.images.sources.ImageItem`, or what
+    :func:`~mlsp.images.sources.collect_items` takes (a folder, an image file, a list
+    of those).  Options: ``opts`` (:class:`ExtractOptions`) or its fields as keywords
+    (``backbone="mobilenet_v2", alpha=0.35, weights="bundled"``).  Resumes an existing
+    store made by the same configuration and image list; ``limit`` stops after that
+    many images; ``extra_config`` adds root attributes (e.g. the shard of a sharded
+    job); ``space_check`` refuses a job that cannot fit in the free space.  The output
+    is locked (one writer) before the model is built, so a busy store or a folder that
+    refuses writes fails at once.  This run's failures go to ``STORE.failures.csv``.
+    """
+    from tqdm.auto import tqdm
+
+    opts = build_options(opts, options)
+    items = as_items(items)
+    model, store, lock = open_job(out, items, opts, model, retry_failed, overwrite,
+                                  extra_config, space_check, limit)
     try:
         pending = np.flatnonzero(store.status == PENDING)
         if limit is not None:
@@ -390,6 +401,6 @@ def megabytes_per_image(channels: int, n_aug: int, wide_size: int,
     return n_aug * channels * 2 * cells / 1e6
 
 
-__all__ = ["ExtractOptions", "ExtractSummary", "extract", "prepare", "run_model",
+__all__ = ["ExtractOptions", "ExtractSummary", "extract", "open_job", "prepare", "run_model",
            "open_or_create_store", "store_config", "megabytes_per_image", "bytes_per_image",
            "check_free_space", "summarize"]

@@ -56,10 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stores.features import PENDING, acquire_lock
+from ..stores.features import PENDING
 from .augment import augmentation_names
-from .extractor import (ExtractOptions, ExtractSummary, as_items, build_options, check_max_side,
-                        open_or_create_store, summarize)
+from .extractor import ExtractOptions, ExtractSummary, as_items, build_options, open_job, summarize
 from .model import MLSPModel, normalize_pooling
 from .worker import ImageResult, RowWriter, image_results
 
@@ -223,22 +222,12 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
     ray = _import_ray()
     opts = build_options(opts, options)
     items = as_items(items)
-    pooling = normalize_pooling(opts.pooling)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")
     if num_gpus_per_actor:
         _hide_gpus_from_driver()
-    lock = acquire_lock(out)  # a busy store or a read-only folder: refused before the model
-    try:
-        model = MLSPModel(opts.backbone, opts.alpha, opts.weights, opts.wide_size, opts.seed,
-                          pooling=pooling)
-        check_max_side(opts, model.min_side)
-        store = open_or_create_store(out, items, model, opts, retry_failed, overwrite,
-                                     extra_config, lock=lock, space_check=space_check,
-                                     limit=limit)
-    except BaseException:
-        lock.release()
-        raise
+    model, store, lock = open_job(out, items, opts, None, retry_failed, overwrite,
+                                  extra_config, space_check, limit)
     start = time.monotonic()
     started_ray = False
     writer = RowWriter(store, opts.flush_every, opts.flush_seconds)

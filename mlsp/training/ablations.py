@@ -113,8 +113,6 @@ def _srcc_text(row) -> str:
 def ablate_pooling(store_path, labels, out_dir="ablation", head="cells_3fc", epochs=100,
                    progress=True, folds=0, seeds=(0,), **kw) -> list[dict]:
     """Train ``head`` on every pooling kind the store has; ``ablation_pooling.csv`` / ``.png``."""
-    from .trainer import train_head
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with FeatureStore.open(store_path) as store:
@@ -141,7 +139,6 @@ def ablate_objective(store_path, labels, out_dir="ablation", head="single_3fc", 
     """MLSP vs MP_avg / MP_min / MP_ada (MSE), then MSE / EMD / Re-EMD if distributions
     exist; ``ablation_objective.csv`` / ``.png``."""
     from ..labels import load_labels
-    from .trainer import train_head
 
     if not hasattr(labels, "mos"):
         labels = load_labels(labels)
