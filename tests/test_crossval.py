@@ -155,3 +155,18 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
     assert all(float(r["cv_srcc_lo"]) <= float(r["cv_srcc"]) <= float(r["cv_srcc_hi"])
                for r in rows)
     assert (tmp_path / "abl" / "ablation_levels.png").stat().st_size > 0
+
+
+def test_held_out_test_split_is_scored_by_the_real_fold_ensemble(tmp_path):
+    """Labels with test rows: the folds never see them, and the saved ensemble scores them
+    (no stand-in: the real trainer and the real TrainedHead evaluation)."""
+    from _mmstore import make_ext_store
+
+    from mlsp.training.crossval import cross_validate
+
+    path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
+    lab.split = np.array(["train"] * 30 + ["test"] * 10, dtype=object)
+    res = cross_validate(path, lab, folds=2, seeds=(0,), progress=False, epochs=1,
+                         batch_size=16)
+    assert res.held_out["n"] == 10 and np.isfinite(res.held_out["srcc"])
+    assert len(res.oof[0]["ids"]) == 30 and not set(res.oof[0]["ids"]) & set(lab.ids[30:])

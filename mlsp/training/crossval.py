@@ -237,21 +237,8 @@ def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction=
 
 
 def _score_held_out(result, store_path, held):
-    """Metrics of the fold ensemble on the images of a given test split."""
-    from ..labels import align_with_store
-    from ..stores.features import FeatureStore
-    from .data import StoreFeatures
-    from .trainer import accuracy_threshold, score_rows
+    """Metrics of the fold ensemble on the images of a given test split (the trained
+    head's own evaluation: alignment, compatibility check, averaged augmentations)."""
+    from ..trained_head import TrainedHead
 
-    model, sidecar = result.ensemble()
-    with FeatureStore.open(store_path) as store:
-        al = align_with_store(held, store)
-    feats = StoreFeatures(store_path, sidecar["levels"], sidecar["pooling"], progress=False)
-    try:
-        mos, dist = score_rows(model, sidecar, feats, al.store_index)
-    finally:
-        feats.close()
-    lab = held.subset(al.label_index)
-    use = dist is not None and lab.distribution is not None and lab.distribution.shape == dist.shape
-    return evaluate_predictions(lab.mos, mos, accuracy_threshold(lab.score_range),
-                                lab.distribution if use else None, dist if use else None)
+    return TrainedHead(*result.ensemble()).evaluate(store_path, held)["metrics"]
