@@ -59,6 +59,7 @@ import numpy as np
 from ..stores.features import PENDING
 from .augment import augmentation_names
 from .extractor import ExtractOptions, ExtractSummary, as_items, build_options, open_job, summarize
+from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
 from .worker import ImageResult, RowWriter, image_results
 
@@ -236,9 +237,8 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
         if limit is not None:
             pending = pending[:limit]
         paths = [str(it.path) for it in items]
-        n_aug = len(augmentation_names(opts.augmentation))
         shapes = model.feature_shapes
-        bytes_per_image = 2 * n_aug * sum(int(np.prod(s)) for s in shapes.values())
+        bytes_per_image = store_bytes_per_image(model, opts)
         expected = {"backend": keras.backend.backend(), "sha256": model.weights.sha256,
                     "levels": [lv.name for lv in model.levels], "channels": model.channels,
                     "checksum": _weights_checksum(model)}

@@ -71,7 +71,8 @@ def _labels(path, test_list, val_fraction, seed):
 
 _CV_OPTIONS = [
     click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
-                 help="K >= 2: cross-validate each row (mean and 95% interval over K folds)."),
+                 help="K >= 2: K-fold cross-validation (mean and 95% interval over K folds; "
+                      "train saves the fold ensemble). 0: one train/val split."),
     click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
                  help="With --folds: repeat with this many seeds (--seed, --seed+1, ...).")]
 
@@ -146,11 +147,8 @@ def _training_run_options(fn):
               type=click.Choice(["auto", "on", "off"]),
               help="Per-channel standardization of the stored features (kept in the model); "
                    "auto: on below 20,000 training images.")
-@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
-              help="K >= 2: train K heads on K folds (cross-validation), report mean and 95% "
-                   "interval, save their ensemble. 0: one train/val split.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="With --folds: repeat the K folds with this many seeds (--seed, --seed+1, ...).")
+@_CV_OPTIONS[0]
+@_CV_OPTIONS[1]
 @click.option("--quiet", is_flag=True)
 @click.option("--verbose", is_flag=True,
               help="Also print the feeder's counters every epoch (they are in history.csv).")
@@ -166,13 +164,11 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                    features=feature_kind, binary_margin=binary_margin,
                    normalize_inputs={"on": True, "off": False}.get(normalize_inputs, "auto"),
                    sample_weights=None if sample_weights == "none" else sample_weights)
-    if folds == 1:
-        _fail(ValueError("--folds must be 0 (one split) or at least 2"))
     try:
+        cv = _cv(folds, seeds, seed)
         labels = _labels(labels_file, test_list, val_fraction, seed)
         if folds:
-            return _cross_validate(store, labels, folds, seeds, seed, val_fraction, out_dir,
-                                   quiet, options)
+            return _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options)
         res = train_head(store, labels, seed=seed, out_dir=out_dir, progress=not quiet,
                          verbose=verbose, val_fraction=val_fraction, **options)
     except USER_ERRORS as err:
@@ -272,17 +268,17 @@ def predict(model, photos, store, weights, fmt, output, runtime):
         sys.stdout.write(text)
 
 
-def _cross_validate(store, labels, folds, seeds, seed, val_fraction, out_dir, quiet, options):
+def _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options):
     from .crossval import cross_validate
     from .cv_report import summary_lines, write_cv_report
 
-    res = cross_validate(store, labels, folds=folds, seeds=range(seed, seed + seeds),
-                         val_fraction=val_fraction, progress=not quiet, **options)
+    res = cross_validate(store, labels, **cv, val_fraction=val_fraction, progress=not quiet,
+                         **options)
     files = write_cv_report(out_dir, res)
     for line in summary_lines(res):
         click.echo(line)
     click.echo(f"wrote {', '.join(Path(p).name for p in files)} to {out_dir} (model.keras: the "
-               f"ensemble of the {folds} fold models of seed {seed})")
+               f"ensemble of the {cv['folds']} fold models of seed {cv['seeds'][0]})")
 
 
 @click.group()
