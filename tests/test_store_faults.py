@@ -312,7 +312,7 @@ def test_a_crop_above_the_memory_budget_is_downscaled_just_enough_or_failed(tmp_
 
 
 def test_ctrl_c_stops_within_seconds_and_keeps_what_is_written(tmp_path):
-    labels = make_synthetic_set(tmp_path / "imgs", n=60, seed=4, min_side=300, max_side=600)
+    labels = make_synthetic_set(tmp_path / "imgs", n=150, seed=4, min_side=300, max_side=600)
     out = tmp_path / "s.h5"
     cmd = [sys.executable, "-m", "mlsp.cli", "extract", "--list", str(labels), "-o", str(out),
            "--backbone", "mobilenet_v2", "--alpha", "0.35", "--weights", WEIGHTS, "--quiet",
@@ -327,7 +327,7 @@ def test_ctrl_c_stops_within_seconds_and_keeps_what_is_written(tmp_path):
             return 0
 
     deadline = time.monotonic() + 120
-    while proc.poll() is None and done_now() < 4 and time.monotonic() < deadline:
+    while proc.poll() is None and done_now() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "finished before it could be interrupted"
     at_signal = done_now()
@@ -341,4 +341,4 @@ def test_ctrl_c_stops_within_seconds_and_keeps_what_is_written(tmp_path):
     assert proc.returncode != 0
     assert not (tmp_path / "s.h5.lock").exists()
     with FeatureStore.open(out) as fs:  # the file is closed cleanly, the rows are kept
-        assert at_signal <= len(fs.done_indices()) < 60
+        assert at_signal <= len(fs.done_indices()) < 150
