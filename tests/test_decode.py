@@ -279,3 +279,27 @@ def test_bomb_limit_restored_after_concurrent_decodes(tmp_path, monkeypatch):
     with ThreadPoolExecutor(4) as ex:
         shapes = list(ex.map(lambda _: decode_image(tmp_path / "s.png").shape, range(40)))
     assert shapes == [(100, 100, 3)] * 40 and Image.MAX_IMAGE_PIXELS == 1000
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_with_early_eoi_is_refused_not_padded(tmp_path, progressive):
+    """Coded data cut at 60% and closed with an EOI marker: long enough for the header
+    check, and Pillow / OpenCV decode it with the missing blocks in grey.  It must fail."""
+    Image.fromarray(_smooth(240, 320)).save(tmp_path / "full.jpg", quality=95,
+                                            progressive=progressive)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "eoi.jpg").write_bytes(data[: int(len(data) * 0.6)] + b"\xff\xd9")
+    padded = cv2.imdecode(np.frombuffer((tmp_path / "eoi.jpg").read_bytes(), np.uint8), 1)
+    assert padded is not None  # the fault is real: a decoder returns an image
+    msg = _error(tmp_path / "eoi.jpg")
+    assert "ends before its last block" in msg
+    # the uncut file still decodes, and so does one with extraneous bytes before its EOI
+    _check(decode_image(tmp_path / "full.jpg"), (240, 320, 3))
+    (tmp_path / "extra.jpg").write_bytes(data[:-2] + b"\x00\x01\x02\xff\xd9")
+    _check(decode_image(tmp_path / "extra.jpg"), (240, 320, 3))
+
+
+@pytest.mark.skipif(not AVA_IMAGES.is_dir(), reason="shared AVA-format images not here")
+def test_real_jpegs_pass_the_early_end_check():
+    for path in sorted(AVA_IMAGES.glob("*.jpg")):
+        assert decode_image(path).ndim == 3

@@ -104,3 +104,25 @@ def test_mixed_float16_uses_loss_scaling(ext_store, tmp_path):
     assert res.sidecar["train"]["precision"] == "mixed_float16"
     assert np.isfinite(res.predictions["mos_pred"]).all()
     keras.backend.clear_session()
+
+
+def test_mixed_bfloat16_wide_head_trains_and_saves_float32_output(ext_store, tmp_path):
+    """bf16 mixed precision (used for the Pool-3FC row of bench_quality.py): the wide head
+    trains with finite losses, its output is float32, and the saved model reloads and
+    predicts the same scores."""
+    path, labels = ext_store
+    res = train_head(path, labels, head="pool_3fc", precision="mixed_bfloat16", epochs=2,
+                     width=16, batch_size=16, out_dir=tmp_path / "m", progress=False,
+                     baseline=False, plots=False)
+    assert res.sidecar["train"]["precision"] == "mixed_bfloat16"
+    assert np.isfinite(res.history["loss"]).all()
+    assert any(getattr(layer, "dtype_policy", None) is not None
+               and layer.dtype_policy.name == "mixed_bfloat16" for layer in res.model.layers)
+    assert res.model.outputs[0].dtype == "float32"
+    import mlsp
+
+    again = {r["id"]: r["score"] for r in mlsp.load(tmp_path / "m").predict_store(path)}
+    got = dict(zip(res.predictions["ids"], res.predictions["mos_pred"]))
+    assert got and set(got) <= set(again)
+    np.testing.assert_allclose([got[i] for i in got], [again[i] for i in got], atol=0.05)
+    keras.backend.clear_session()
