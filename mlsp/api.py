@@ -13,7 +13,8 @@ message is one line naming the file or option (:mod:`mlsp.errors`, StoreError, .
 """
 from __future__ import annotations
 
-from .extract.run import collect_images, extract
+from .extract.run import extract
+from .images.sources import collect_items as collect_images
 
 __all__ = ["extract", "train", "load", "evaluate", "collect_images"]
 

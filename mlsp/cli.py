@@ -132,7 +132,8 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
             engine, ray_address, ray_actors, ray_gpus_per_actor, max_memory, no_space_check, quiet):
     """Extract MLSP features of images into a feature store (resumable).
 
-    INPUTS are image files and folders (searched recursively, decoded by content).
+    INPUTS are image files and folders (searched recursively, decoded by content), and list
+    files (.csv, .txt, .lst: one path a line, or a CSV with a path column), as with --list.
     Running the same command again resumes where it stopped.
     """
     from .extract.backbones import WeightsUnavailableError

@@ -144,3 +144,20 @@ def test_cli_names_empty_inputs(tmp_path):
         assert r.exit_code != 0 and msg in r.output, (args, r.output)
         assert r.output.strip().count("\n") == 0  # one line
     assert not (tmp_path / "s.h5").exists()  # nothing created for nothing to do
+
+
+def test_list_file_among_inputs_is_read_as_a_list(tmp_path):
+    """One collector for the CLI and ``mlsp.extract``: a .txt / .csv among the inputs is a
+    list of images (as ``--list``), next to folders and image files."""
+    from mlsp.images.sources import collect_items
+
+    (tmp_path / "imgs").mkdir()
+    for n in ("a", "b"):
+        (tmp_path / "imgs" / f"{n}.jpg").write_bytes(b"x")
+    (tmp_path / "c.jpg").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'imgs' / 'a.jpg'}\n")
+    items = collect_items([tmp_path / "list.txt", tmp_path / "c.jpg"])
+    assert [i.id for i in items] == ["a", "c"]
+    assert collect_items([tmp_path / "imgs"]) and collect_items([], allow_empty=True) == []
+    with pytest.raises(ValueError, match="no input images"):
+        collect_items([])

@@ -298,13 +298,6 @@ def summarize(store: FeatureStore, out, items, writer: RowWriter, start: float) 
         failures_csv=_failures_csv(out, failures))
 
 
-def as_items(items) -> list:
-    """``items`` as ImageItems: a list of them as it is (even empty), else collected."""
-    if isinstance(items, (list, tuple)) and all(isinstance(i, ImageItem) for i in items):
-        return list(items)
-    return collect_items(items)
-
-
 def build_options(opts: ExtractOptions | None, options: dict) -> ExtractOptions:
     if opts is not None and options:
         raise TypeError(f"give ExtractOptions or keyword options, not both ({', '.join(options)})")
@@ -357,7 +350,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     from tqdm.auto import tqdm
 
     opts = build_options(opts, options)
-    items = as_items(items)
+    items = collect_items(items, allow_empty=True)
     model, store, lock = open_job(out, items, opts, model, retry_failed, overwrite,
                                   extra_config, space_check, limit)
     try:

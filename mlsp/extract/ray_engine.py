@@ -58,7 +58,8 @@ import numpy as np
 
 from ..stores.features import PENDING
 from .augment import augmentation_names
-from .extractor import ExtractOptions, ExtractSummary, as_items, build_options, open_job, summarize
+from ..images.sources import collect_items
+from .extractor import ExtractOptions, ExtractSummary, build_options, open_job, summarize
 from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
 from .worker import ImageResult, RowWriter, image_results
@@ -222,7 +223,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
 
     ray = _import_ray()
     opts = build_options(opts, options)
-    items = as_items(items)
+    items = collect_items(items, allow_empty=True)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")
     if num_gpus_per_actor:

@@ -15,7 +15,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ImageItem", "from_folder", "from_list", "from_ava", "check_unique", "collect_items"]
+__all__ = ["ImageItem", "from_folder", "from_list", "from_ava", "check_unique", "collect_items",
+           "LIST_SUFFIXES"]
+
+#: Files among the inputs that are read as lists of images, not as images.
+LIST_SUFFIXES = (".csv", ".txt", ".lst")
 
 
 @dataclass(frozen=True)
@@ -158,15 +162,18 @@ def from_ava(
     return items
 
 
-def collect_items(inputs=(), list_file=None, ava=None, images=None) -> list[ImageItem]:
-    """Image items from folders and files, a list or CSV file, or AVA.txt plus a folder.
+def collect_items(inputs=(), list_file=None, ava=None, images=None,
+                  allow_empty: bool = False) -> list[ImageItem]:
+    """Image items from folders and files, list or CSV files, or AVA.txt plus a folder.
 
     ``inputs``: a list of :class:`ImageItem` (returned as is), or one or more folders
-    (searched recursively) and image files; ``list_file``: see :func:`from_list`;
-    ``ava`` with ``images``: see :func:`from_ava`.  Ids must be unique.  Raises
-    ``ValueError`` with one line naming the input and the cause.
+    (searched recursively), image files and list files (a ``.csv`` / ``.txt`` / ``.lst``
+    file among the inputs is read with :func:`from_list`, as ``list_file`` is); ``ava``
+    with ``images``: see :func:`from_ava`.  Ids must be unique.  Raises ``ValueError``
+    with one line naming the input and the cause (``allow_empty``: an empty result is
+    returned, not refused).  The one collector of the library, the CLI and both engines.
     """
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, os.PathLike, ImageItem)):
         inputs = [inputs]
     inputs = list(inputs or ())
     if inputs and all(isinstance(it, ImageItem) for it in inputs) and not (list_file or ava):
@@ -183,6 +190,8 @@ def collect_items(inputs=(), list_file=None, ava=None, images=None) -> list[Imag
             if not found:
                 raise ValueError(f"{path}: no files in this folder (hidden names are skipped)")
             items.extend(found)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            items.extend(from_list(path))
         elif path.exists() or path.is_symlink():
             items.append(ImageItem(path.stem, str(path)))
         else:
@@ -193,9 +202,9 @@ def collect_items(inputs=(), list_file=None, ava=None, images=None) -> list[Imag
         if not images:
             raise ValueError("--ava needs --images DIR (the folder of AVA's ID.jpg files)")
         items.extend(from_ava(ava, images))
-    if not items and (list_file or ava):
+    if not items and (list_file or ava) and not allow_empty:
         raise ValueError(f"{list_file or ava}: lists no images")
-    if not items:
+    if not items and not allow_empty:
         raise ValueError("no input images: give folders or files, --list FILE, "
                          "or --ava AVA.txt --images DIR")
     check_unique(items)
