@@ -16,7 +16,8 @@ from mlsp.data import BUNDLED_WEIGHTS
 from mlsp.extract.extractor import ExtractOptions, extract
 from mlsp.images.sources import ImageItem, from_list
 from mlsp.images.synthetic import make_synthetic_set
-from mlsp.stores.features import (FeatureStore, Level, StoreBusyError, StoreDamagedError,
+from mlsp.stores.features import (DONE, FAILED, PENDING, FeatureStore, Level, StoreBusyError,
+                                  StoreDamagedError,
                                   StoreError, StoreWriteError)
 from mlsp.stores.repair import repair_store
 
@@ -148,6 +149,28 @@ def test_write_rows_never_marks_done_what_did_not_reach_the_disk(tmp_path):
                 assert (fs.dataset("narrow")[k] == k + 1).all()
     finally:
         _umount(disk)
+
+
+def test_a_block_of_rows_and_failures_costs_two_fsyncs_and_keeps_the_order(tmp_path,
+                                                                           monkeypatch):
+    """RowWriter's flush: rows and failures of one block are written, fsynced once, then
+    their statuses set and fsynced again (2 fsyncs, not 4); statuses read back."""
+    import mlsp.stores.features as features
+
+    levels = [Level("a", 4, 0)]
+    with FeatureStore.create(tmp_path / "s.h5", [str(k) for k in range(4)], ["x"] * 4, {},
+                             levels, 2, 0) as fs:
+        calls = []
+        real = features.os.fsync
+        monkeypatch.setattr(features.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+        fs.write_block([{"index": 2, "height": 3, "width": 4, "scale": 1.0,
+                         "narrow": np.full((2, 4), 7, np.float16)}],
+                       [(0, "bad file", 0, 0), (3, "too big", 9, 9)])
+        assert len(calls) == 2
+    with FeatureStore.open(tmp_path / "s.h5") as fs:
+        assert fs.status.tolist() == [FAILED, PENDING, DONE, FAILED]
+        assert (fs.dataset("narrow")[2] == 7).all()
+        assert fs.errors[0] == "bad file" and fs.errors[3] == "too big"
 
 
 # -- one writer at a time (item 4) -----------------------------------------------------------

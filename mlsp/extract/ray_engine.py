@@ -16,7 +16,7 @@ engine), spread over a pool of Ray actors on one machine or a cluster:
   decodes and augments with :func:`prepare` and runs :func:`run_model`; it
   returns float16 features, or the failure reason, per image.
 * The driver consumes the results as they stream in (``iter_batches``) and
-  writes them with ``FeatureStore.write_rows`` / ``mark_failed`` in buffered
+  writes them with ``FeatureStore.write_block`` in buffered
   blocks of ``opts.flush_every`` images (or every ``opts.flush_seconds``), so a
   crash loses at most those, as with the local engine.
 

@@ -231,8 +231,8 @@ class RowWriter(threading.Thread):
                    or time.monotonic() - last >= self.flush_seconds or item is None)
             if due and (rows or failures):
                 try:
-                    self.store.write_rows([r.row() for r in rows])
-                    self.store.mark_failed([(r.index, r.error, r.height, r.width)
+                    self.store.write_block([r.row() for r in rows],
+                                           [(r.index, r.error, r.height, r.width)
                                             for r in failures])
                 except BaseException as err:  # report to the caller, stop writing
                     self.error = err

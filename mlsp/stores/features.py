@@ -389,7 +389,18 @@ class FeatureStore:
         feature kind: narrow (A, C), wide (A, P, P, C), and any other ``features/``
         dataset (e.g. wide_fore, spp).  A row must carry (not None) every kind the store
         has (else StoreError, before anything is written); kinds the store lacks are
-        ignored, as "wide" always was for a store made with wide size 0.
+        ignored, as "wide" always was for a store made with wide size 0.  See
+        :meth:`write_block`."""
+        self.write_block(rows, ())
+
+    def mark_failed(self, failures):
+        """Record ``(index, reason, height, width)`` failures; flushed at once."""
+        self.write_block((), failures)
+
+    def write_block(self, rows, failures):
+        """Write finished ``rows`` (see :meth:`write_rows`) and ``failures`` (``(index,
+        reason, height, width)``), fsync, then set their statuses and fsync again: two
+        fsyncs a block, and no status changes before its row's bytes are on the device.
 
         Features go straight to their preallocated chunks (``write_direct_chunk``: one
         chunk is one row and augmentation), never through HDF5's chunk cache, whose
@@ -398,7 +409,8 @@ class FeatureStore:
         write raises :class:`StoreWriteError` before a status changes.
         """
         rows = sorted(rows, key=lambda r: r["index"])
-        if not rows:
+        failures = list(failures)
+        if not rows and not failures:
             return
         feats = self.h5["features"]
         kinds = list(feats.keys())
@@ -417,12 +429,18 @@ class FeatureStore:
                 img["width"][i] = r["width"]
                 img["scale"][i] = r["scale"]
                 img["error"][i] = b""
+            for index, reason, height, width in failures:
+                img["error"][index] = _clip_utf8(reason)
+                img["height"][index] = height or 0
+                img["width"][index] = width or 0
             self._sync()
             for r in rows:
                 img["status"][r["index"]] = DONE
+            for index, *_ in failures:
+                img["status"][index] = FAILED
             self._sync()
         except OSError as err:
-            raise self._write_error(err, len(rows)) from None
+            raise self._write_error(err, len(rows) + len(failures)) from None
 
     @staticmethod
     def _write_row(ds: h5py.Dataset, index: int, value) -> None:
@@ -447,24 +465,6 @@ class FeatureStore:
         return StoreWriteError(f"{self.path}: write failed: {os_cause(err)}; {counts} "
                                f"(the {n_rows} being written stay pending); free space and "
                                f"run the same command again to resume")
-
-    def mark_failed(self, failures):
-        """Record ``(index, reason, height, width)`` failures; flushed at once."""
-        failures = list(failures)
-        if not failures:
-            return
-        img = self.h5["images"]
-        try:
-            for index, reason, height, width in failures:
-                img["error"][index] = _clip_utf8(reason)
-                img["height"][index] = height or 0
-                img["width"][index] = width or 0
-            self._sync()
-            for index, *_ in failures:
-                img["status"][index] = FAILED
-            self._sync()
-        except OSError as err:
-            raise self._write_error(err, len(failures)) from None
 
     def reset_failed(self):
         """Turn failed images back to pending (``--retry-failed``)."""
