@@ -34,8 +34,9 @@ def outputs_to_scores(raw: np.ndarray, sidecar: dict):
     if sidecar["output"] == "mos":
         t = sidecar["target"]
         return raw.reshape(-1) * t["std"] + t["mean"], None
-    dist = raw / np.clip(raw.sum(axis=1, keepdims=True), 1e-12, None)
-    return dist @ np.asarray(sidecar["bin_scores"], np.float64), dist
+    from .evaluation.metrics import distribution_mean
+
+    return distribution_mean(raw, sidecar["bin_scores"])
 
 
 class TrainedHead:
@@ -110,16 +111,12 @@ class TrainedHead:
 def _evaluate(head, store, labels, split, batch_size, progress):
     """(result dict, the labels evaluated, predicted MOS, predicted distributions or None)."""
     from .evaluation.metrics import evaluate_predictions
-    from .labels import align_with_store, load_labels
+    from .labels import aligned_labels
 
-    if not hasattr(labels, "mos"):
-        labels = load_labels(labels)
     with FeatureStore.open(store) as fs:
         head.check_compatible(fs)
-        al = align_with_store(labels, fs)
-    if len(al) == 0:
-        raise ValueError(f"{store}: none of the labelled images is extracted ({al.report()})")
-    lab, rows = labels.subset(al.label_index), al.store_index
+        lab, al = aligned_labels(labels, fs)
+    rows = al.store_index
     if split is not None:
         if lab.split is None:
             raise ValueError(f"{lab.source or 'labels'}: no split column, so no {split!r} "

@@ -81,3 +81,12 @@ def test_bad_input():
         evaluate_predictions([], [])
     m = evaluate_predictions([1, 1, 1], [1, 2, 3])  # constant truth: correlation undefined
     assert math.isnan(m["srcc"]) and math.isnan(m["plcc"])
+
+
+def test_distribution_mean_by_hand():
+    from mlsp.evaluation.metrics import distribution_mean
+
+    # votes (1, 0, 3) on scores (1, 2, 3): p = (0.25, 0, 0.75), mean 0.25 + 2.25 = 2.5
+    mean, p = distribution_mean([[1, 0, 3], [0, 2, 0]], [1, 2, 3])
+    np.testing.assert_allclose(mean, [2.5, 2.0])
+    np.testing.assert_allclose(p[0], [0.25, 0.0, 0.75])

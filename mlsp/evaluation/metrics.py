@@ -27,6 +27,15 @@ def emd_numpy(p, q, r: float = 2):
     return float(out) if out.ndim == 0 else out
 
 
+def distribution_mean(p, bin_scores) -> tuple[np.ndarray, np.ndarray]:
+    """(the mean score of each distribution, the distributions normalised to sum 1):
+    ``sum_k p_k s_k`` over the bin scores ``s`` (NIMA's mean score; M+MNet sec. 4.1).
+    ``p``: (N, K) softmax outputs or vote counts."""
+    p = np.asarray(p, np.float64)
+    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    return p @ np.asarray(bin_scores, np.float64), p
+
+
 def _corr(fn, a, b) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")  # undefined for constant input (scipy would warn)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlsp.labels.labels import Labels
+from mlsp.labels.labels import Labels, load_labels
 
 DONE, FAILED, PENDING = 1, -1, 0
 
@@ -74,3 +74,16 @@ def align_with_store(labels: Labels, store) -> Alignment:
     unlabelled = sum(1 for sid in store_ids if sid not in labelled)
     return Alignment(store_index=s_idx[order], label_index=l_idx[order], missing=missing,
                      failed=failed, pending=pending, unlabelled=unlabelled)
+
+
+def aligned_labels(labels, store) -> tuple[Labels, Alignment]:
+    """``labels`` (a file or :class:`Labels`) restricted to the images extracted in the
+    open ``store``, with the :class:`Alignment`; a ValueError naming the store and the
+    counts when none is extracted.  What training, cross-validation and evaluation share."""
+    if not hasattr(labels, "mos"):
+        labels = load_labels(labels)
+    al = align_with_store(labels, store)
+    if len(al) == 0:
+        raise ValueError(f"{getattr(store, 'path', 'store')}: none of the {len(labels)} "
+                         f"labelled images is extracted in the store ({al.report()})")
+    return labels.subset(al.label_index), al

@@ -87,6 +87,13 @@ class Labels:
             return np.zeros(len(self), dtype=bool)
         return self.split == name
 
+    def test_mask(self, test_ids=None) -> np.ndarray:
+        """The test rows: ids in ``test_ids`` when given, else the split's 'test' rows."""
+        if test_ids is None:
+            return self.split_mask("test")
+        return np.isin(np.asarray(self.ids, dtype=object),
+                       np.asarray([str(t) for t in test_ids], dtype=object))
+
     def subset(self, mask_or_indices) -> "Labels":
         """The rows picked by a boolean mask (length N) or an integer index array."""
         sel = np.asarray(mask_or_indices)
@@ -122,14 +129,9 @@ class Labels:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         n = len(self)
         ids = np.array(self.ids, dtype=object)
-        if test_ids is not None:
-            test = np.isin(ids, np.array([str(t) for t in test_ids], dtype=object))
-        elif self.split is not None:
-            if np.any(self.split == "val"):
-                return replace(self, split=self.split.copy())
-            test = self.split == "test"
-        else:
-            test = np.zeros(n, dtype=bool)
+        if test_ids is None and self.split is not None and np.any(self.split == "val"):
+            return replace(self, split=self.split.copy())
+        test = self.test_mask(test_ids)
         rest = np.flatnonzero(~test)
         rest = rest[np.argsort(ids[rest].astype(str), kind="stable")]
         n_val = int(round(val_fraction * rest.size))

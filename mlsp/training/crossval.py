@@ -182,23 +182,16 @@ def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction=
     the trainer (tests); it gets ``(store_path, labels, seed, options)`` and returns an
     object with ``model``, ``sidecar``, ``metrics`` and ``predictions``.
     """
-    from ..labels import align_with_store, load_labels
+    from ..labels import aligned_labels
     from ..stores.features import FeatureStore
 
     fit = fit or _default_fit
     seeds = tuple(int(s) for s in (seeds if np.ndim(seeds) else [seeds]))
     if not seeds:
         raise ValueError("seeds: give at least one seed")
-    if not hasattr(labels, "mos"):
-        labels = load_labels(labels)
     with FeatureStore.open(store_path) as store:
-        al = align_with_store(labels, store)
-    if len(al) == 0:
-        raise ValueError(f"{store_path}: none of the {len(labels)} labelled images is extracted")
-    lab = labels.subset(al.label_index)
-    test_mask = lab.split_mask("test") if test_ids is None else \
-        np.isin(np.asarray(lab.ids, dtype=object), np.asarray([str(t) for t in test_ids],
-                                                               dtype=object))
+        lab, _ = aligned_labels(labels, store)
+    test_mask = lab.test_mask(test_ids)
     held = lab.subset(test_mask) if test_mask.any() else None
     cv = lab.subset(~test_mask)
     start = time.monotonic()

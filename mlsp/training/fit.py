@@ -51,9 +51,11 @@ class ValSRCC(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from scipy.stats import spearmanr
 
+        from ..evaluation.metrics import distribution_mean
+
         raw = predict_averaged(self.holder["model"], self.feats, self.rows, self.batch_size)
         pred = raw[:, 0] if self.bin_scores is None else \
-            (raw / np.clip(raw.sum(1, keepdims=True), 1e-12, None)) @ self.bin_scores
+            distribution_mean(raw, self.bin_scores)[0]
         ok = pred.size >= 2 and np.ptp(pred) > 0 and np.ptp(self.mos) > 0
         if logs is not None:
             logs["val_srcc"] = float(spearmanr(pred, self.mos)[0]) if ok else math.nan

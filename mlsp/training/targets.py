@@ -52,10 +52,10 @@ def variance_weights(distribution, bin_scores, train_mask=None) -> np.ndarray:
     times the weight of the least reliable one).  Example: variances (1, 3): v = 2,
     1/(var+v) = (1/3, 1/5), mean 4/15, w = (1.25, 0.75).
     """
-    p = np.asarray(distribution, np.float64)
-    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    from ..evaluation.metrics import distribution_mean
+
+    mu, p = distribution_mean(distribution, bin_scores)
     s = np.asarray(bin_scores, np.float64)
-    mu = p @ s
     var = np.sum(p * (s[None, :] - mu[:, None]) ** 2, axis=1)
     m = np.ones(len(var), bool) if train_mask is None else np.asarray(train_mask, bool)
     v = float(var[m].mean()) or 1.0
@@ -65,15 +65,9 @@ def variance_weights(distribution, bin_scores, train_mask=None) -> np.ndarray:
 
 def resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed):
     """(labels matched to the store's extracted images and split, the Alignment)."""
-    from ..labels import align_with_store, load_labels
+    from ..labels import aligned_labels
 
-    if not hasattr(labels, "mos"):
-        labels = load_labels(labels)
-    al = align_with_store(labels, store)
-    if len(al) == 0:
-        raise ValueError(f"{store.path}: none of the {len(labels)} labelled images is extracted "
-                         f"in the store ({al.report()})")
-    lab = labels.subset(al.label_index)
+    lab, al = aligned_labels(labels, store)
     if test_ids is None and test_fraction and not np.any(lab.split_mask("test")):
         ids = np.array(sorted(lab.ids), dtype=object)
         k = int(round(test_fraction * len(ids)))
@@ -87,10 +81,7 @@ def split_labels(lab, val_fraction, seed, test_ids=None):
     from .config import AUTO, regime
 
     if val_fraction == AUTO:
-        test = lab.split_mask("test") if test_ids is None else np.isin(
-            np.asarray(lab.ids, dtype=object), np.asarray([str(t) for t in test_ids],
-                                                           dtype=object))
-        val_fraction = regime(int((~test).sum()))["val_fraction"]
+        val_fraction = regime(int((~lab.test_mask(test_ids)).sum()))["val_fraction"]
     return lab.with_split(val_fraction=float(val_fraction), seed=seed, test_ids=test_ids)
 
 
