@@ -16,10 +16,11 @@ SVR_C_GRID = (0.1, 1.0, 10.0)
 
 
 def fit_baseline(X_train, y_train, kind="ridge", alphas=(0.1, 1, 10, 100, 1e3, 1e4, 1e5),
-                 seed: int = 0, holdout: float = 0.2) -> Pipeline:
+                 seed: int = 0, holdout: float = 0.2, sample_weight=None) -> Pipeline:
     """Fit StandardScaler + regressor on (N, C) features and (N,) MOS.
 
-    ``kind="ridge"``: RidgeCV over ``alphas`` (efficient leave-one-out CV).
+    ``kind="ridge"``: RidgeCV over ``alphas`` (efficient leave-one-out CV), with optional
+    per-image ``sample_weight`` (the ridge head's variance weights).
     ``kind="svr"``: SVR with an RBF kernel (gamma='scale', epsilon=0.1); C is
     picked from ``SVR_C_GRID`` by MSE on a seeded held-out ``holdout``
     fraction of the training data, then the pipeline is refit on all of it
@@ -33,7 +34,9 @@ def fit_baseline(X_train, y_train, kind="ridge", alphas=(0.1, 1, 10, 100, 1e3, 1
     if kind == "ridge":
         pipe = Pipeline([("scale", StandardScaler()),
                          ("ridge", RidgeCV(alphas=tuple(float(a) for a in alphas)))])
-        return pipe.fit(X, y)
+        if sample_weight is None:
+            return pipe.fit(X, y)
+        return pipe.fit(X, y, ridge__sample_weight=np.asarray(sample_weight, np.float64))
     if kind != "svr":
         raise ValueError(f"fit_baseline: kind must be 'ridge' or 'svr', got {kind!r}")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .blocks import DEFAULT_DROPOUT
 
-__all__ = ["mlsp_head", "mnet_head", "multitask_head", "cells_head"]
+__all__ = ["mlsp_head", "mnet_head", "multitask_head", "cells_head", "ridge_head"]
 
 
 def mlsp_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size, width,
@@ -45,3 +45,17 @@ def cells_head(spec, item_shape, output, n_bins, *, features, level_channels, wi
 
     return build_cells_3fc(item_shape, output, n_bins, width or 512,
                            dropout=dropout or DEFAULT_DROPOUT, seed=seed)
+
+
+def ridge_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size,
+               width, dropout, seed, n_tags):
+    """A linear head, ``Standardize`` then one Dense unit, whose weights are set in closed
+    form by ridge regression (:func:`mlsp.training.fit.fit_ridge`), not by descent."""
+    import keras
+
+    from ..layers.standardize import Standardize
+
+    inp = keras.Input((int(item_shape[-1]),), dtype="float32", name="features")
+    x = Standardize(name="standardize")(inp)
+    out = keras.layers.Dense(1, name="output")(x)
+    return keras.Model(inp, out, name="ridge")

@@ -32,6 +32,7 @@ class HeadSpec:
     objectives: tuple = OBJECTIVES
     ablations: tuple = ()
     paper: str = ""
+    closed_form: bool = False  # fit in closed form (no epochs, no validation part)
 
     @property
     def default_features(self) -> str:
@@ -71,6 +72,9 @@ REGISTRY = {spec.name: spec for spec in (
              objectives=("mlsp",), paper="MTP-NasNet sec. 3.1"),
     HeadSpec("cells_3fc", ".builders:cells_head", FEATURE_KINDS, ablations=("pooling",),
              paper="pooling ablation (M+MNet Table 4)"),
+    HeadSpec("ridge", ".builders:ridge_head", _NARROW, outputs=("mos",), objectives=("mlsp",),
+             closed_form=True,
+             paper="linear regression on pooled features (BLINDER, cited in MLSP sec. 3.2.1)"),
 )}
 HEAD_NAMES = tuple(REGISTRY)
 

@@ -135,6 +135,9 @@ class TrainConfig:
             output = "distribution"
         if output not in OUTPUTS:
             raise OptionError(f"output must be 'mos' or 'distribution', got {output!r}")
+        if output not in spec.outputs:
+            raise OptionError(f"the {head} head predicts {' / '.join(spec.outputs)} only, "
+                              f"not {output!r}")
         loss = loss or ("mse" if output == "mos" else "emd")
         if (loss == "mse") != (output == "mos"):
             raise OptionError(f"loss {loss!r} does not fit output {output!r}")

@@ -21,7 +21,7 @@ from .precision import (DelayedEntryRule, OverflowMonitor, copy_optimizer_state,
                         policy_scope, with_float32_output)
 from .schedule import PhasedSchedule
 
-__all__ = ["FitOutcome", "fit_head", "feature_moments", "EpochLog", "ValSRCC", "SHOWN_KEYS"]
+__all__ = ["FitOutcome", "fit_head", "fit_ridge", "feature_moments", "EpochLog", "ValSRCC", "SHOWN_KEYS"]
 
 #: History columns printed every epoch; the rest (feeder counters, precision monitor) are
 #: printed only with ``verbose``.
@@ -268,3 +268,26 @@ def fit_head(spec, config, feats, rows, targets, tr_idx, va_idx, val_mos, wide_s
         model = undistributed(model)
     history.pop("learning_rate", None)
     return FitOutcome(model, history, sched.best_epoch, batch_size, dict(dist), switch_epoch)
+
+
+def fit_ridge(spec, config, feats, rows, targets, tr_idx) -> FitOutcome:
+    """The ``ridge`` head in closed form: standardized narrow features averaged over the
+    stored augmentations, RidgeCV on the z-scored MOS with its penalty chosen by
+    leave-one-out over the training images (:func:`mlsp.heads.baseline.fit_baseline`, the
+    same fit as the ridge reference of every report), written into the weights of a
+    Standardize + Dense model so it saves, loads, predicts and exports like any head.
+    Averaging the outputs over augmentations equals predicting on averaged features, as
+    the model is linear."""
+    from ..heads.baseline import fit_baseline
+
+    tr_idx = np.asarray(tr_idx, np.int64)
+    x = feats.mean_over_augmentations(rows[tr_idx])
+    weights = None if targets.weights is None else targets.weights[tr_idx]
+    pipe = fit_baseline(x, targets.y[tr_idx, 0], kind="ridge", sample_weight=weights)
+    scaler, ridge = pipe.named_steps["scale"], pipe.named_steps["ridge"]
+    model = spec.build((x.shape[1],), "mos", seed=config.seed)
+    model.get_layer("standardize").set_moments(scaler.mean_, np.square(scaler.scale_))
+    model.get_layer("output").set_weights([np.asarray(ridge.coef_, "float32").reshape(-1, 1),
+                                           np.asarray([ridge.intercept_], "float32")])
+    history = {"ridge_alpha": [float(ridge.alpha_)]}
+    return FitOutcome(model, history, None, int(config.batch_size), {}, None)

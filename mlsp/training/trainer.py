@@ -23,7 +23,7 @@ from ..stores.features import FeatureStore
 from ..trained_head import TrainedHead, accuracy_threshold
 from .config import AUTO_ALL_BELOW, TrainConfig, resolve_augment
 from .data import StoreFeatures
-from .fit import feature_moments, fit_head
+from .fit import feature_moments, fit_head, fit_ridge
 from .targets import prepare_targets, resolve_labels
 
 __all__ = ["TrainResult", "train", "train_head", "TrainConfig", "AUTO_ALL_BELOW",
@@ -49,8 +49,12 @@ class TrainResult:
     def summary(self) -> str:
         where = f"model saved to {self.out_dir / MODEL_FILE}" if self.out_dir is not None \
             else f"trained {self.sidecar['head']}"
-        lines = [f"{where} ({len(self.history.get('loss', []))} epochs, best epoch "
-                 f"{self.sidecar['train']['best_epoch'] + 1}, {self.seconds:.0f} s)"]
+        if self.history.get("loss"):
+            lines = [f"{where} ({len(self.history['loss'])} epochs, best epoch "
+                     f"{self.sidecar['train']['best_epoch'] + 1}, {self.seconds:.0f} s)"]
+        else:  # a closed-form head (ridge)
+            lines = [f"{where} (closed form, penalty {self.sidecar['train']['ridge_alpha']:g}"
+                     f", {self.seconds:.0f} s)"]
         for part in ("val", "test"):
             m = self.metrics.get(part)
             if not m:
@@ -111,6 +115,8 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
         print(report)
     rows = al.store_index
     split = np.asarray(lab.split, dtype=object)
+    if spec.closed_form:  # no schedule to validate: the 'val' images are fit too
+        split = np.where(split == "val", "train", split).astype(object)
     masks = tuple(split == s for s in ("train", "val", "test"))
     train_m, val_m, test_m = masks
     if train_m.sum() < 2:
@@ -121,11 +127,15 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
     feats = StoreFeatures(store_path, cfg.levels, cfg.features, memory_limit=cfg.memory_limit,
                           progress=progress)
     try:
-        augment = resolve_augment(cfg.augment, int(train_m.sum()))
-        moments = feature_moments(feats, rows[train_m]) if cfg.normalize_inputs else None
-        fit = fit_head(spec, cfg, feats, rows, targets, np.flatnonzero(train_m),
-                       np.flatnonzero(val_m), lab.mos[val_m], wide_size, augment, moments,
-                       progress=progress, verbose=verbose)
+        if spec.closed_form:
+            augment = "mean"  # features averaged over the stored augmentations
+            fit = fit_ridge(spec, cfg, feats, rows, targets, np.flatnonzero(train_m))
+        else:
+            augment = resolve_augment(cfg.augment, int(train_m.sum()))
+            moments = feature_moments(feats, rows[train_m]) if cfg.normalize_inputs else None
+            fit = fit_head(spec, cfg, feats, rows, targets, np.flatnonzero(train_m),
+                           np.flatnonzero(val_m), lab.mos[val_m], wide_size, augment, moments,
+                           progress=progress, verbose=verbose)
         record = _training_record(cfg, fit, augment, feats, lab, masks, targets)
         sidecar = make_sidecar(
             name=cfg.name or cfg.head, head=cfg.head, output=cfg.output, n_bins=targets.n_bins,
@@ -190,7 +200,8 @@ def _training_record(cfg, fit, augment, feats, lab, masks, targets) -> dict:
         "n_test": int(test_m.sum()), "labels_source": lab.source,
         "objective": cfg.objective, "loss": cfg.loss, "precision": cfg.precision,
         "precision_switch_epoch": fit.switch_epoch, "sample_weights": cfg.sample_weights,
-        "binary_margin": float(cfg.binary_margin), "tags": [int(t) for t in targets.vocab]}
+        "binary_margin": float(cfg.binary_margin), "tags": [int(t) for t in targets.vocab],
+        "ridge_alpha": (fit.history.get("ridge_alpha") or [None])[0]}
 
 
 def _ridge(feats, store_path, cfg, rows, lab, masks, thr, progress):

@@ -1,0 +1,64 @@
+"""The ``ridge`` head: the linear reference as a deployable head (closed form, saved,
+loaded and scored like any other), checked against scikit-learn on the same rows."""
+import keras
+import numpy as np
+import pytest
+from _mmstore import make_ext_store
+
+import mlsp
+from mlsp.errors import OptionError
+from mlsp.heads.baseline import fit_baseline
+from mlsp.stores.features import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_ext_store(tmp_path_factory.mktemp("ridge") / "s.h5", n=120, kinds=())
+
+
+def _mean_features(path):
+    with FeatureStore.open(path) as fs:
+        return list(fs.ids), np.asarray(fs.dataset("narrow")[:], np.float64).mean(axis=1)
+
+
+def test_ridge_head_equals_scikit_learn_and_the_reference(store, tmp_path):
+    path, labels = store
+    res = mlsp.train(path, labels, head="ridge", test_fraction=0.25, seed=3)
+    split = np.asarray(res.training.predictions["split"])
+    assert "val" not in set(split)  # closed form: the validation images are fit too
+    ids, x = _mean_features(path)
+    row = {i: k for k, i in enumerate(ids)}
+    lab_ids = list(res.training.predictions["ids"])
+    fit_rows = [row[i] for i, s in zip(lab_ids, split) if s == "train"]
+    mos = dict(zip(labels.ids, labels.mos))
+    pipe = fit_baseline(x[fit_rows], [mos[ids[r]] for r in fit_rows], kind="ridge")
+    test_ids = [i for i, s in zip(lab_ids, split) if s == "test"]
+    want = pipe.predict(x[[row[i] for i in test_ids]])
+    got = {r["id"]: r["score"] for r in res.predict_store(path, ids=test_ids)}
+    np.testing.assert_allclose([got[i] for i in test_ids], want, atol=2e-3)
+    m = res.training.metrics
+    assert m["test"]["srcc"] == pytest.approx(m["baseline_ridge"]["test"]["srcc"], abs=1e-3)
+    assert res.sidecar["train"]["ridge_alpha"] == pipe.named_steps["ridge"].alpha_
+    # saved and loaded like any head
+    res.save(tmp_path / "m")
+    again = {r["id"]: r["score"] for r in mlsp.load(tmp_path / "m").predict_store(path)}
+    np.testing.assert_allclose([again[i] for i in test_ids], want, atol=2e-3)
+    keras.backend.clear_session()
+
+
+def test_ridge_head_cross_validates_like_the_reference(store):
+    from mlsp.training.crossval import cross_validate
+
+    path, labels = store
+    res = cross_validate(path, labels, folds=3, seeds=(0,), progress=False, head="ridge")
+    head = [r["srcc"] for r in res.rows if r["row"] == "head"]
+    ridge = [r["srcc"] for r in res.rows if r["row"] == "baseline_ridge"]
+    np.testing.assert_allclose(head, ridge, atol=1e-3)
+    assert min(head) > 0.5  # the synthetic MOS follows the features
+    keras.backend.clear_session()
+
+
+def test_ridge_head_refuses_distributions(store):
+    path, labels = store
+    with pytest.raises(OptionError, match="ridge head predicts mos only"):
+        mlsp.train(path, labels, head="ridge", output="distribution")
