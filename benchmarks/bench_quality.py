@@ -48,6 +48,8 @@ ROWS = {
                       {"head": "pool_3fc", "precision": "mixed_bfloat16"}),
     "mnet_bf16": ("MNet fusion (wide 5x5), bf16 mixed precision",
                   {"head": "mnet", "precision": "mixed_bfloat16"}),
+    "single_3fc_bf16": ("Single-3FC, defaults, bf16 mixed precision (control for the rows "
+                        "above)", {"head": "single_3fc", "precision": "mixed_bfloat16"}),
     "multitask": ("MTP multi-task (distribution)", {"head": "multitask",
                                                      "output": "distribution"}),
     "emd": ("Single-3FC, distribution c1..c7, EMD", {"head": "single_3fc", "loss": "emd"}),
