@@ -8,10 +8,10 @@ __all__ = ["mlsp_head", "mnet_head", "multitask_head", "cells_head", "ridge_head
 
 def mlsp_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size, width,
               dropout, seed, n_tags):
-    """The MLSP paper's heads (sec. 3.2, Table 1), :func:`.models.build_head`."""
-    from .models import build_head
+    """The MLSP paper's heads (sec. 3.2, Table 1), :func:`.models.build_mlsp_head`."""
+    from .models import build_mlsp_head
 
-    return build_head(spec.name, item_shape[-1], level_channels=level_channels,
+    return build_mlsp_head(spec.name, item_shape[-1], level_channels=level_channels,
                       wide_size=item_shape[0] if len(item_shape) == 3 else wide_size,
                       output=output, n_bins=n_bins, width=width,
                       dropout=dropout or DEFAULT_DROPOUT, seed=seed)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ..feature_kinds import GRID_KINDS
 from .blocks import DEFAULT_DROPOUT, Seeds, dense, fc3, final, pool_module
-from .mnet import build_mnet
-from .multitask import build_multitask_net
-from .registry import REGISTRY
+from .registry import REGISTRY, get_head
 
-__all__ = ["build_head", "HEADS", "EXTRA_HEADS", "ALL_HEADS"]
+__all__ = ["build_head", "build_mlsp_head", "HEADS", "EXTRA_HEADS", "ALL_HEADS"]
 
 #: The heads of the MLSP paper (Table 1), from the registry (:mod:`mlsp.heads.registry`,
 #: every head with its feature kinds and outputs).
@@ -30,6 +29,28 @@ ALL_HEADS = HEADS + EXTRA_HEADS
 
 def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n_bins=10,
                width=None, dropout=DEFAULT_DROPOUT, seed=None) -> keras.Model:
+    """The test-time Keras model of head ``name`` (one of :data:`ALL_HEADS`) on stored
+    features of ``channels`` channels (a ``(wide_size, wide_size, channels)`` grid for the
+    wide heads), built through the registry (:mod:`.registry`): the MLSP heads by
+    :func:`build_mlsp_head`, M+MNet's fusion head and MTP-NasNet's multi-task net (its
+    distribution output) by their own modules."""
+    if name not in ALL_HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(ALL_HEADS)}")
+    if output not in ("mos", "distribution"):
+        raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
+    spec = get_head(name)
+    if output not in spec.outputs:
+        raise ValueError(f"the {name} head predicts {' / '.join(spec.outputs)} "
+                         f"(output={spec.outputs[0]!r})")
+    c, p = int(channels), int(wide_size)
+    item_shape = (p, p, c) if spec.default_features in GRID_KINDS else (c,)
+    model = spec.build(item_shape, output, n_bins, level_channels=level_channels,
+                       wide_size=p, width=width, dropout=dropout, seed=seed)
+    return model.inference if spec.trains_itself else model
+
+
+def build_mlsp_head(name, channels, level_channels=None, wide_size=5, output="mos", n_bins=10,
+                    width=None, dropout=DEFAULT_DROPOUT, seed=None) -> keras.Model:
     """Build one MLSP head (sec. 3.2, Table 1); the output layer is named "output".
 
     - ``single_1fc`` (Fig. 4a): one Dense on the narrow (GAP) features.
@@ -47,19 +68,10 @@ def build_head(name, channels, level_channels=None, wide_size=5, output="mos", n
     Narrow heads take a (channels,) float32 input named "features"; pool_3fc
     a (wide_size, wide_size, channels) input named "features".
     """
-    if name not in ALL_HEADS:
-        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(ALL_HEADS)}")
+    if name not in HEADS:
+        raise ValueError(f"not an MLSP head: {name!r}; choose one of {', '.join(HEADS)}")
     if output not in ("mos", "distribution"):
         raise ValueError(f"output must be 'mos' or 'distribution', got {output!r}")
-    if name == "mnet":  # M+MNet sec. 3.1; extra options via mlsp.heads.mnet.build_mnet
-        return build_mnet(channels, wide_size=wide_size, output=output, n_bins=n_bins,
-                          width=width, dropout=dropout, seed=seed)
-    if name == "multitask":  # MTP-NasNet sec. 3.1: the distribution output of the task net
-        if output != "distribution":
-            raise ValueError("the multitask head predicts distributions (output='distribution')")
-        net = build_multitask_net(channels, n_bins=n_bins, width=width, dropout=dropout,
-                                  seed=seed)
-        return keras.Model(net.input, net.outputs[0], name="multitask")
     channels = int(channels)
     seeds = Seeds(seed)
     if name == "pool_3fc":
