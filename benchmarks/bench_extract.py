@@ -78,7 +78,7 @@ def end_to_end(model, items, opts, out):
 
 
 def main(argv=None):
-    from mlsp.extract.extractor import ExtractOptions, megabytes_per_image
+    from mlsp.extract.extractor import ExtractOptions, bytes_per_image
     from mlsp.extract.model import MLSPModel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +117,7 @@ def main(argv=None):
         best = {k: float(np.median(v)) for k, v in runs.items()}
         st = os.stat(tmp / "distinct.h5")
         disk_per_image = st.st_blocks * 512 / args.n
-    payload = megabytes_per_image(model.channels, 8, opts.wide_size) * 1e6
+    payload = bytes_per_image(model, opts)
     n = args.n
     fig = {
         "backbone": f"{args.backbone} alpha {args.alpha} ({model.weights.name})",

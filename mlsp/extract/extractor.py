@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..images.sources import ImageItem, collect_items
+from ..images.sources import collect_items
 from ..stores.features import (DONE, FAILED, PENDING, FeatureStore, StoreError, acquire_lock,
                                config_mismatch)
 from .augment import CROP_MODES, augmentation_names
-from .model import SPP_CELLS, SPP_LEVELS, MLSPModel, normalize_pooling
+from .model import SPP_LEVELS, MLSPModel, normalize_pooling
 from .worker import RowWriter, image_results, prepare, run_model
 
 
@@ -385,15 +385,6 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
         store.close()
 
 
-def megabytes_per_image(channels: int, n_aug: int, wide_size: int,
-                        pooling=("area",)) -> float:
-    """Raw float16 payload of one image in the store, in MB."""
-    kinds = normalize_pooling(pooling)
-    cells = 1 + wide_size * wide_size * (1 + ("fore" in kinds) + ("back" in kinds))
-    cells += SPP_CELLS if "spp" in kinds else 0
-    return n_aug * channels * 2 * cells / 1e6
-
-
 __all__ = ["ExtractOptions", "ExtractSummary", "extract", "open_job", "prepare", "run_model",
-           "open_or_create_store", "store_config", "megabytes_per_image", "bytes_per_image",
+           "open_or_create_store", "store_config", "bytes_per_image",
            "check_free_space", "summarize"]
