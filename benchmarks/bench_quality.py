@@ -101,15 +101,36 @@ def fmt(m):
     return f"{m[0]:.3f} [{m[1]:.3f}, {m[2]:.3f}]"
 
 
+def minus_default(row, ref, metric="srcc"):
+    """The row's test-fold ``metric`` minus the default row's on the same (seed, fold)
+    pairs: mean and corrected 95% interval (None without two shared folds)."""
+    from mlsp.training.crossval import corrected_interval
+
+    if ref is None or row is ref:
+        return None
+
+    def by_fold(r):
+        return {(f["seed"], f["fold"]): f.get(metric) for f in r["fold_rows"]
+                if f["row"] == "head" and f.get(metric) is not None}
+
+    a, b = by_fold(row), by_fold(ref)
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return None
+    return list(corrected_interval([a[k] - b[k] for k in shared], 1.0 / (row["folds"] - 1)))
+
+
 def table(rows) -> list[dict]:
-    """Flat table: the references (from the first row's folds), then each head row."""
+    """Flat table: the references (from the first row's folds), then each head row, with
+    its paired difference to ridge and to the default row (single_3fc) on shared folds."""
     flat = []
+    default = next((r for r in rows if r["row"] == "single_3fc"), None)
     first = rows[0]["summary"]
     for ref, label in (("constant", "constant (training mean)"),
                        ("baseline_ridge", "ridge on narrow features (mean of 8 augmentations)")):
         flat.append({"row": ref, "what": label, "srcc": first[ref].get("srcc"),
                      "plcc": first[ref].get("plcc"), "rmse": first[ref].get("rmse"),
-                     "minus_ridge": None, "seconds": None,
+                     "minus_ridge": None, "minus_default": None, "seconds": None,
                      "runs": f"{rows[0]['folds']}x{len(rows[0]['seeds'])}"})
     for r in rows:
         s = r["summary"]
@@ -117,6 +138,7 @@ def table(rows) -> list[dict]:
                      "srcc": s["head"].get("srcc"),
                      "plcc": s["head"].get("plcc"), "rmse": s["head"].get("rmse"),
                      "minus_ridge": s.get("head_minus_ridge", {}).get("srcc"),
+                     "minus_default": minus_default(r, default),
                      "seconds": r["seconds"]})
     return flat
 
@@ -125,10 +147,12 @@ def write(flat, out: Path, folds, seeds):
     with open(out / "quality.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "what", "folds_x_seeds", "srcc", "srcc_lo", "srcc_hi", "plcc", "plcc_lo", "plcc_hi",
-                    "rmse", "rmse_lo", "rmse_hi", "minus_ridge", "minus_ridge_lo", "minus_ridge_hi", "seconds"])
+                    "rmse", "rmse_lo", "rmse_hi", "minus_ridge", "minus_ridge_lo", "minus_ridge_hi",
+                    "minus_default", "minus_default_lo", "minus_default_hi", "seconds"])
         for r in flat:
             w.writerow([r["row"], r["what"], r["runs"], *(r["srcc"] or [""] * 3), *(r["plcc"] or [""] * 3),
-                        *(r["rmse"] or [""] * 3), *(r["minus_ridge"] or [""] * 3), r["seconds"] or ""])
+                        *(r["rmse"] or [""] * 3), *(r["minus_ridge"] or [""] * 3),
+                        *(r["minus_default"] or [""] * 3), r["seconds"] or ""])
     (out / "quality.json").write_text(json.dumps({"folds": folds, "seeds": list(seeds),
                                                   "rows": flat}, indent=1, default=float))
     from mlsp.evaluation.plots import pyplot
@@ -190,12 +214,14 @@ def main():
     flat = table(rows)
     write(flat, a.out, a.folds, seeds)
     print(f"\n{a.folds} folds x {len(seeds)} seeds on {a.store.name} ({a.labels}); SRCC / PLCC "
-          f"mean [95% interval]; head - ridge is paired over the same folds")
-    print("| row | folds x seeds | SRCC | PLCC | RMSE | SRCC - ridge (paired) | s |\n"
-          "|---|---|---|---|---|---|---|")
+          f"mean [95% interval]; head - ridge and head - default (Single-3FC) are paired over "
+          f"the same folds")
+    print("| row | folds x seeds | SRCC | PLCC | RMSE | SRCC - ridge (paired) | "
+          "SRCC - default (paired) | s |\n|---|---|---|---|---|---|---|---|")
     for r in flat:
         print(f"| {r['what']} | {r['runs']} | {fmt(r['srcc'])} | {fmt(r['plcc'])} | {fmt(r['rmse'])} | "
               f"{'' if r['minus_ridge'] is None else fmt(r['minus_ridge'])} | "
+              f"{'' if r['minus_default'] is None else fmt(r['minus_default'])} | "
               f"{r['seconds'] or ''} |")
     print(f"written: {a.out / 'quality.csv'}, quality.json, quality.png")
 
