@@ -62,3 +62,15 @@ def test_ridge_head_refuses_distributions(store):
     path, labels = store
     with pytest.raises(OptionError, match="ridge head predicts mos only"):
         mlsp.train(path, labels, head="ridge", output="distribution")
+
+
+def test_ridge_head_caps_its_rows_like_the_reference(store):
+    """Above baseline_max_rows the head fits on the reference's own random rows (bounded
+    memory on AVA-sized sets): the two still agree on the test images."""
+    path, labels = store
+    res = mlsp.train(path, labels, head="ridge", test_fraction=0.25, seed=1,
+                     baseline_max_rows=40)
+    m = res.training.metrics
+    assert m["baseline_ridge"]["fit_rows"] == 40
+    assert m["test"]["srcc"] == pytest.approx(m["baseline_ridge"]["test"]["srcc"], abs=1e-3)
+    keras.backend.clear_session()
