@@ -6,7 +6,7 @@ from mlsp.errors import OptionError
 from mlsp.labels import Labels
 from mlsp.training.config import AUTO_ALL_BELOW, PAPER_SET, SMALL_SET, TrainConfig, regime
 from mlsp.training.fit import feature_moments
-from mlsp.training.targets import split_labels
+from mlsp.labels.split import split_labels
 from mlsp.training.trainer import ridge_verdict
 
 

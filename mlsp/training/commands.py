@@ -57,16 +57,13 @@ def _fail(err):
     raise click.ClickException(text.splitlines()[0] if text else type(err).__name__)
 
 
-def _labels(path, test_list, val_fraction, seed):
-    from ..labels import load_labels, read_id_list
+def _test_ids(test_list) -> dict:
+    """``{"test_ids": [...]}`` from ``--test-list`` (nothing without one).  The labels are
+    not split here: the library aligns them to the store, then splits
+    (:func:`mlsp.labels.split.align_and_split`), the same through every door."""
+    from ..labels import read_id_list
 
-    from .targets import split_labels
-
-    labels = load_labels(path)
-    test_ids = read_id_list(test_list) if test_list else None
-    if test_ids is not None or labels.split is None or not (labels.split == "val").any():
-        labels = split_labels(labels, val_fraction, seed, test_ids)
-    return labels
+    return {"test_ids": read_id_list(test_list)} if test_list else {}
 
 
 _CV_OPTIONS = [
@@ -166,10 +163,11 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                    sample_weights=None if sample_weights == "none" else sample_weights)
     try:
         cv = _cv(folds, seeds, seed)
-        labels = _labels(labels_file, test_list, val_fraction, seed)
+        options.update(_test_ids(test_list))
         if folds:
-            return _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options)
-        res = train_head(store, labels, seed=seed, out_dir=out_dir, progress=not quiet,
+            return _cross_validate(store, labels_file, cv, val_fraction, out_dir, quiet,
+                                   options)
+        res = train_head(store, labels_file, seed=seed, out_dir=out_dir, progress=not quiet,
                          verbose=verbose, val_fraction=val_fraction, **options)
     except USER_ERRORS as err:
         _fail(err)
@@ -304,9 +302,9 @@ def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val
     from .ablations import ablate_levels
 
     try:
-        labels = _labels(labels_file, test_list, val_fraction, seed)
-        rows = ablate_levels(store, labels, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
-                             seed=seed, val_fraction=val_fraction, **_cv(folds, seeds, seed))
+        rows = ablate_levels(store, labels_file, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
+                             seed=seed, val_fraction=val_fraction, **_cv(folds, seeds, seed),
+                             **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
     from ..evaluation.reports import fmt
@@ -328,10 +326,9 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
     from .ablations import ablate_pooling
 
     try:
-        labels = _labels(labels_file, test_list, val_fraction, seed)
-        ablate_pooling(store, labels, out_dir=out_dir, epochs=epochs, lr=lr,
+        ablate_pooling(store, labels_file, out_dir=out_dir, epochs=epochs, lr=lr,
                        batch_size=batch_size, seed=seed, val_fraction=val_fraction,
-                       **_cv(folds, seeds, seed))
+                       **_cv(folds, seeds, seed), **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_pooling.csv and ablation_pooling.png to {out_dir}")
@@ -349,10 +346,9 @@ def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed,
     from .ablations import ablate_objective
 
     try:
-        labels = _labels(labels_file, test_list, val_fraction, seed)
-        ablate_objective(store, labels, out_dir=out_dir, head=head, epochs=epochs, lr=lr,
-                         batch_size=batch_size, seed=seed, val_fraction=val_fraction,
-                         **_cv(folds, seeds, seed))
+        ablate_objective(store, labels_file, out_dir=out_dir, head=head, epochs=epochs,
+                         lr=lr, batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                         **_cv(folds, seeds, seed), **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
     click.echo(f"wrote ablation_objective.csv and ablation_objective.png to {out_dir}")

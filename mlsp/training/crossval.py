@@ -157,7 +157,7 @@ def _fold_labels(lab, folds, j, val_fraction, seed):
     """Labels of the CV images with fold ``j`` as 'test', the rest split train / val."""
     from dataclasses import replace
 
-    from .targets import split_labels
+    from ..labels.split import split_labels
 
     test_ids = [lab.ids[i] for i in np.flatnonzero(folds == j)]
     return split_labels(replace(lab, split=None), val_fraction, seed * 1000 + j, test_ids)

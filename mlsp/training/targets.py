@@ -1,4 +1,4 @@
-"""What a head learns to predict: labels matched to store rows and split, the z-scored MOS
+"""What a head learns to predict: the z-scored MOS
 (MLSP sec. 3.3) or rating distributions (NIMA / M+MNet Eq. 3), the multitask head's packed
 targets (MTP-NasNet Eq. 1-4) and per-image variance weights (MTP-NasNet sec. 3.3)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import OptionError
 
-__all__ = ["Targets", "prepare_targets", "resolve_labels", "split_labels", "bin_scores", "label_bin_scores",
+__all__ = ["Targets", "prepare_targets", "bin_scores", "label_bin_scores",
            "standardize", "unstandardize", "variance_weights"]
 
 
@@ -61,28 +61,6 @@ def variance_weights(distribution, bin_scores, train_mask=None) -> np.ndarray:
     v = float(var[m].mean()) or 1.0
     raw = 1.0 / (var + v)
     return (raw / raw[m].mean()).astype(np.float32)
-
-
-def resolve_labels(labels, store, val_fraction, test_ids, test_fraction, seed):
-    """(labels matched to the store's extracted images and split, the Alignment)."""
-    from ..labels import aligned_labels
-
-    lab, al = aligned_labels(labels, store)
-    if test_ids is None and test_fraction and not np.any(lab.split_mask("test")):
-        ids = np.array(sorted(lab.ids), dtype=object)
-        k = int(round(test_fraction * len(ids)))
-        test_ids = list(np.random.default_rng([seed, 7]).permutation(ids)[:k])
-    return split_labels(lab, val_fraction, seed, test_ids), al
-
-
-def split_labels(lab, val_fraction, seed, test_ids=None):
-    """``lab.with_split`` with ``val_fraction="auto"`` resolved by the number of images
-    left for training and validation (:func:`mlsp.training.config.regime`)."""
-    from .config import AUTO, regime
-
-    if val_fraction == AUTO:
-        val_fraction = regime(int((~lab.test_mask(test_ids)).sum()))["val_fraction"]
-    return lab.with_split(val_fraction=float(val_fraction), seed=seed, test_ids=test_ids)
 
 
 @dataclass

@@ -24,7 +24,8 @@ from ..trained_head import TrainedHead, accuracy_threshold
 from .config import AUTO_ALL_BELOW, TrainConfig, resolve_augment
 from .data import StoreFeatures
 from .fit import feature_moments, fit_head, fit_ridge
-from .targets import prepare_targets, resolve_labels
+from ..labels.split import align_and_split
+from .targets import prepare_targets
 
 __all__ = ["TrainResult", "train", "train_head", "TrainConfig", "AUTO_ALL_BELOW",
            "resolve_augment"]
@@ -106,8 +107,8 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
     keras.utils.set_random_seed(int(cfg.seed))
     store_path = Path(store.path if isinstance(store, FeatureStore) else store)
     with FeatureStore.open(store_path) as fs:
-        lab, al = resolve_labels(labels, fs, cfg.val_fraction, cfg.test_ids, cfg.test_fraction,
-                                 cfg.seed)
+        lab, al = align_and_split(labels, fs, cfg.val_fraction, cfg.seed, cfg.test_ids,
+                                  cfg.test_fraction)
         store_config = fs.config
         wide_size = int(store_config.get("pool_wide", 0) or 0)
     report = al.report()
