@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "extract": ("mlsp.extract", None),  # the package is callable: mlsp.api.extract
     "train": ("mlsp.api", "train"),
+    "cross_validate": ("mlsp.api", "cross_validate"),
     "load": ("mlsp.api", "load"),
     "evaluate": ("mlsp.api", "evaluate"),
     "collect_images": ("mlsp.api", "collect_images"),

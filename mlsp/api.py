@@ -16,19 +16,55 @@ from __future__ import annotations
 from .extract.run import extract
 from .images.sources import collect_items as collect_images
 
-__all__ = ["extract", "train", "load", "evaluate", "collect_images"]
+__all__ = ["extract", "train", "cross_validate", "load", "evaluate", "collect_images"]
 
 
-def train(store, labels, head: str = "single_3fc", *, progress: bool = False,
-          verbose: bool = False, **options):
+def train(store, labels, head: str = "single_3fc", *, folds: int = 0, seeds=None,
+          progress: bool = False, verbose: bool = False, **options):
     """Train ``head`` (one of ``mlsp.HEADS``) on a store's features for ``labels`` (a file
     or :class:`mlsp.labels.Labels`), in memory: nothing is written.  ``options``: those of
     :class:`mlsp.training.config.TrainConfig` (epochs, lr, batch_size, levels, output,
     features, ...).  Returns a :class:`mlsp.trained_head.TrainedHead`; its ``training``
-    holds the history, metrics per split and every image's prediction."""
+    holds the history, metrics per split and every image's prediction.
+
+    ``folds=K`` (K >= 2): :func:`cross_validate` instead, returning the ensemble of the K
+    fold models of the first seed (what ``mlsp train --folds K`` saves); its ``training``
+    is the :class:`~mlsp.training.crossval.CVResult`."""
+    if folds:
+        if seeds is None:
+            seeds = (int(options.get("seed", 0)),)
+        options = {k: v for k, v in options.items() if k != "seed"}  # the seeds replace it
+        return cross_validate(store, labels, head, folds=folds, seeds=seeds,
+                              progress=progress, **options).trained
     from .training.trainer import train as run
 
     return run(store, labels, head=head, progress=progress, verbose=verbose, **options).trained
+
+
+def cross_validate(store, labels, head: str = "single_3fc", *, folds: int = 5, seeds=(0,),
+                   progress: bool = False, **options):
+    """K-fold cross-validation of ``head``, repeated over ``seeds`` (an int: that many seeds
+    0..S-1), on the labelled images of ``store`` (:mod:`mlsp.training.crossval`).
+
+    Returns a :class:`~mlsp.training.crossval.CVResult`: ``rows`` (per-fold metrics of
+    the head, ridge and constant references), ``summary()`` (mean and 95% interval of each
+    metric), ``oof`` (out-of-fold predictions per seed), ``held_out`` (a given test part)
+    and ``trained``: the fold ensemble as a :class:`~mlsp.trained_head.TrainedHead`
+    (``save``, ``predict``, ``export``).  ``options``: ``val_fraction``, ``test_ids`` and
+    those of :class:`mlsp.training.config.TrainConfig`."""
+    from .errors import OptionError
+    from .trained_head import TrainedHead
+    from .training.crossval import cross_validate as run
+
+    if int(folds) < 2:
+        raise OptionError(f"folds must be at least 2, got {folds!r}")
+    if isinstance(seeds, int):
+        seeds = tuple(range(seeds))
+    result = run(store, labels, folds=int(folds), seeds=seeds, progress=progress, head=head,
+                 **options)
+    result.trained = TrainedHead(*result.ensemble())
+    result.trained.training = result
+    return result
 
 
 def load(path):

@@ -8,12 +8,13 @@ augmentation settings recorded in the model's sidecar (:mod:`mlsp.model_format`)
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .model_format import (check_compatible, extract_options, model_folder, read_model,
-                           write_model)
+from .model_format import (MODEL_FILE, check_compatible, extract_options, model_folder,
+                           read_model, write_model)
 from .stores.features import DONE, FAILED, FeatureStore, StoreError
 from .training.data import StoreFeatures, feature_parts, predict_averaged
 
@@ -50,12 +51,17 @@ class TrainedHead:
     def __init__(self, model, sidecar: dict, path=None):
         self.model, self.sidecar = model, sidecar
         self.path = None if path is None else Path(path)
-        self.training = None  # the TrainResult (history, metrics, predictions) when trained
+        self.training = None  # the TrainResult (or CVResult) when trained, None when loaded
+        self._scratch = None  # a temporary folder holding an unsaved head's files
 
     @property
     def metrics(self):
-        """Metrics per split of the training run that made this head (None when loaded)."""
-        return None if self.training is None else self.training.metrics
+        """Metrics of the training run that made this head: per split (``mlsp.train``), or
+        the cross-validation summary (``folds=K``); None when loaded."""
+        if self.training is None:
+            return None
+        found = getattr(self.training, "metrics", None)
+        return found if found is not None else self.training.summary()
 
     def __repr__(self):
         s = self.sidecar
@@ -91,10 +97,29 @@ class TrainedHead:
         return outputs_to_scores(predict_averaged(self.model, features, rows, batch_size),
                                  self.sidecar)
 
-    def predict(self, images, weights=None, progress: bool = False, mlsp_model=None) -> list:
-        """Score image files / folders; one dict per image (see :func:`predict_images`)."""
+    def folder(self) -> Path:
+        """A folder holding this head's ``model.keras`` + ``model.json``: where it was saved
+        or loaded from, else a temporary one written once (what the ONNX exporter reads)."""
+        if self.path is not None and (self.path / MODEL_FILE).is_file():
+            return self.path
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="mlsp-head-"))
+            write_model(self._scratch, self.model, self.sidecar)
+        return self._scratch
+
+    def predict(self, images, weights=None, progress: bool = False, mlsp_model=None,
+                runtime: str = "keras") -> list:
+        """Score image files / folders; one dict per image (see :func:`predict_images`).
+        ``runtime="onnx"``: the same scores from the head's ONNX export (onnxruntime)."""
         return predict_images(self, images, weights=weights, progress=progress,
-                              mlsp_model=mlsp_model)
+                              mlsp_model=mlsp_model, runtime=runtime)
+
+    def export(self, path, tta: str = "crops", weights=None, opset: int | None = None) -> Path:
+        """Write this head with its backbone as one ONNX file (image in, score out; see
+        :func:`mlsp.export.onnx.export_onnx`); the path written."""
+        from .export.onnx import export_onnx
+
+        return export_onnx(self.folder(), path, weights=weights, tta=tta, opset=opset)
 
     def predict_store(self, store, ids=None, batch_size: int = 128,
                       progress: bool = False) -> list:
@@ -224,7 +249,7 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
     if runtime == "onnx":
         from .export.onnx import predict_onnx
 
-        folder = model_path.path if isinstance(model_path, TrainedHead) else model_path
+        folder = model_path.folder() if isinstance(model_path, TrainedHead) else model_path
         return predict_onnx(folder, expand_inputs(paths_or_folders), weights=weights,
                             progress=progress)
     if runtime != "keras":
