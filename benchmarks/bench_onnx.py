@@ -31,8 +31,9 @@ def main():
     import keras
     import onnxruntime
 
-    from mlsp.export.onnx import cached_export
-    from mlsp.training.predict import expand_inputs, predict_images
+    from mlsp.inference.onnx import cached_export
+    from mlsp.inference.scoring import expand_inputs
+    from mlsp.inference.trained_head import predict_images
 
     items = expand_inputs(a.photos)[: a.n + 2]
     warm, timed = [i.path for i in items[:2]], [i.path for i in items[2:]]
@@ -53,7 +54,7 @@ def main():
         scores[name] = np.array([r["score"] for r in rows], float)
         results[name] = {"seconds": round(s, 3), "images_per_s": round(len(timed) / s, 2),
                          "ms_per_image": round(1000 * s / len(timed), 1)}
-    from mlsp.export.onnx import predict_onnx
+    from mlsp.inference.onnx import predict_onnx
 
     predict_onnx(a.model, items[:2], tta="whole", progress=False)
     t = time.perf_counter()

@@ -86,7 +86,8 @@ def run_case(name, store, head, kind, n, batch, epochs, wide_size, workers):
     import numpy as np
 
     from mlsp.heads import build_head
-    from mlsp.training.data import FeatureSequence, FeedTimer, StoreFeatures
+    from mlsp.stores.reader import StoreFeatures
+    from mlsp.training.data import FeatureSequence, FeedTimer
 
     rng = np.random.default_rng(0)
     y = rng.normal(size=(n, 1)).astype(np.float32)

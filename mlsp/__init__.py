@@ -24,7 +24,7 @@ _LAZY = {
     "StoreError": ("mlsp.stores.features", "StoreError"),
     "load_labels": ("mlsp.labels", "load_labels"),
     "Labels": ("mlsp.labels", "Labels"),
-    "TrainedHead": ("mlsp.trained_head", "TrainedHead"),
+    "TrainedHead": ("mlsp.inference.trained_head", "TrainedHead"),
     "TrainConfig": ("mlsp.training.config", "TrainConfig"),
     "MLSPError": ("mlsp.errors", "MLSPError"),
     "OptionError": ("mlsp.errors", "OptionError"),

@@ -24,7 +24,7 @@ def train(store, labels, head: str = "single_3fc", *, folds: int = 0, seeds=None
     """Train ``head`` (one of ``mlsp.HEADS``) on a store's features for ``labels`` (a file
     or :class:`mlsp.labels.Labels`), in memory: nothing is written.  ``options``: those of
     :class:`mlsp.training.config.TrainConfig` (epochs, lr, batch_size, levels, output,
-    features, ...).  Returns a :class:`mlsp.trained_head.TrainedHead`; its ``training``
+    features, ...).  Returns a :class:`mlsp.inference.trained_head.TrainedHead`; its ``training``
     holds the history, metrics per split and every image's prediction.
 
     ``folds=K`` (K >= 2): :func:`cross_validate` instead, returning the ensemble of the K
@@ -49,11 +49,11 @@ def cross_validate(store, labels, head: str = "single_3fc", *, folds: int = 5, s
     Returns a :class:`~mlsp.training.crossval.CVResult`: ``rows`` (per-fold metrics of
     the head, ridge and constant references), ``summary()`` (mean and 95% interval of each
     metric), ``oof`` (out-of-fold predictions per seed), ``held_out`` (a given test part)
-    and ``trained``: the fold ensemble as a :class:`~mlsp.trained_head.TrainedHead`
+    and ``trained``: the fold ensemble as a :class:`~mlsp.inference.trained_head.TrainedHead`
     (``save``, ``predict``, ``export``).  ``options``: ``val_fraction``, ``test_ids`` and
     those of :class:`mlsp.training.config.TrainConfig`."""
     from .errors import OptionError
-    from .trained_head import TrainedHead
+    from .inference.trained_head import TrainedHead
     from .training.crossval import cross_validate as run
 
     if int(folds) < 2:
@@ -69,7 +69,7 @@ def cross_validate(store, labels, head: str = "single_3fc", *, folds: int = 5, s
 
 def load(path):
     """A trained head from its folder (``model.keras`` + ``model.json``)."""
-    from .trained_head import TrainedHead
+    from .inference.trained_head import TrainedHead
 
     return TrainedHead.load(path)
 
@@ -78,6 +78,6 @@ def evaluate(model, store, labels, split: str | None = None, out_dir=None) -> di
     """Metrics of a trained head (object or folder) on the labelled images of ``store``
     (all, or one ``split``); with ``out_dir`` also evaluation.json, predictions.csv and
     scatter.png there.  Returns ``{"metrics": {...}, "alignment": ..., ...}``."""
-    from .trained_head import evaluate_trained
+    from .inference.trained_head import evaluate_trained
 
     return evaluate_trained(model, store, labels, out_dir=out_dir, split=split, progress=False)

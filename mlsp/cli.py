@@ -299,7 +299,7 @@ def export(model, out, weights, tta, opset):
     Input `image`: uint8 (height, width, 3).  Outputs `mos` (1,) and, for distribution
     heads, `distribution` (1, K).  Needs `pip install 'mlsp[onnx]'`.
     """
-    from .export.onnx import export_onnx
+    from .inference.onnx import export_onnx
 
     try:
         path = export_onnx(model, out, weights=weights, tta=tta, opset=opset)

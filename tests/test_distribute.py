@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mlsp.stores.features import Level
-from mlsp.training.data import FeatureSequence, StoreFeatures
+from mlsp.stores.reader import StoreFeatures
+from mlsp.training.data import FeatureSequence
 
 JOB = r'''
 import json, sys
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from mlsp.labels import Labels
 from mlsp.stores.features import FeatureStore, Level
-from mlsp.model_format import read_model as load_trained
+from mlsp.inference.model_format import read_model as load_trained
 from mlsp.training.trainer import train_head
 tmp = Path(tmp)
 n, A, C = 40, 8, 6

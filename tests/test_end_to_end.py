@@ -54,7 +54,7 @@ def test_head_beats_constant_and_reports_baseline(run):
 
 
 def test_predict_images_matches_store_predictions(run):
-    from mlsp.trained_head import predict_images, predict_store
+    from mlsp.inference.trained_head import predict_images, predict_store
 
     tmp, _, mlsp, res = run
     files = [tmp / "photos" / f"syn{i:05d}.jpg" for i in (0, 5, 17)]

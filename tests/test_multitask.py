@@ -10,7 +10,7 @@ from _mmstore import make_ext_store
 from mlsp.heads.multitask import (MTL_INIT_LOG_SIGMA, MultiTaskModel, build_multitask_net,
                                   multitask_total, pack_targets, tag_vocabulary)
 from mlsp.training.targets import variance_weights
-from mlsp.model_format import read_model as load_trained
+from mlsp.inference.model_format import read_model as load_trained
 from mlsp.training.trainer import train_head
 
 

@@ -9,7 +9,7 @@ from _mmstore import A, C, make_ext_store
 
 from mlsp.training.objectives import (AllAugmentationsSequence, MultiPatchModel,
                                       combine_patches, patch_weights)
-from mlsp.model_format import read_model as load_trained
+from mlsp.inference.model_format import read_model as load_trained
 from mlsp.training.trainer import train_head
 
 

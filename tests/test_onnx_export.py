@@ -66,7 +66,7 @@ def test_onnx_scores_equal_keras_scores(trained):
     import onnxruntime as ort
     from PIL import Image
 
-    from mlsp.training.predict import predict_images
+    from mlsp.inference.trained_head import predict_images
 
     tmp, model = trained
     photos = sorted((tmp / "photos").glob("*.png"))

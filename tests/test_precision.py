@@ -7,7 +7,7 @@ from _mmstore import make_ext_store
 
 from mlsp.training.precision import (DelayedEntryRule, MonitoredAdam, OverflowMonitor,
                                      overflowed)
-from mlsp.model_format import read_model as load_trained
+from mlsp.inference.model_format import read_model as load_trained
 from mlsp.training.trainer import train_head
 
 

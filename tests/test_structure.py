@@ -133,3 +133,30 @@ if __name__ == "__main__":
         for c in found:
             print("   ", " <-> ".join(c))
     print(f"private names imported across modules: {private_imports() or 'none'}")
+
+
+def test_inference_never_imports_training_at_any_depth():
+    """Issue 16: scoring, the model format and the ONNX export need no training code, not
+    even inside a function (``ast.walk`` over the whole module finds those too)."""
+    graph = import_graph(top_level_only=False)
+    for name, edges in graph.items():
+        if name.startswith(("mlsp.inference", "mlsp.stores", "mlsp.extract", "mlsp.vocabulary",
+                            "mlsp.errors", "mlsp.feature_kinds")):
+            assert not [e for e in edges if e.startswith("mlsp.training")], name
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path, monkeypatch):
+    """A real fault made for real: an import back into training inside a function of an
+    inference module is found (the module-level check alone would miss it)."""
+    pkg = tmp_path / "mlsp"
+    (pkg / "inference").mkdir(parents=True)
+    (pkg / "training").mkdir()
+    for f in ("__init__.py", "inference/__init__.py", "training/__init__.py",
+              "training/data.py"):
+        (pkg / f).write_text("")
+    (pkg / "inference" / "scorer.py").write_text(
+        "def score():\n    from ..training.data import StoreFeatures\n    return StoreFeatures\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    deep = import_graph(top_level_only=False)["mlsp.inference.scorer"]
+    shallow = import_graph(top_level_only=True)["mlsp.inference.scorer"]
+    assert "mlsp.training.data" in deep and "mlsp.training.data" not in shallow

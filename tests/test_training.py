@@ -9,11 +9,13 @@ import pytest
 
 from mlsp.labels import Labels
 from mlsp.stores.features import FeatureStore, Level, StoreError
-from mlsp.training.data import FeatureSequence, StoreFeatures, predict_averaged
+from mlsp.inference.scoring import predict_averaged
+from mlsp.stores.reader import StoreFeatures
+from mlsp.training.data import FeatureSequence
 from mlsp.training.schedule import MLSPSchedule, StepPlateauRule
-from mlsp.model_format import check_compatible
-from mlsp.model_format import read_model as load_trained
-from mlsp.trained_head import outputs_to_scores
+from mlsp.inference.model_format import check_compatible
+from mlsp.inference.model_format import read_model as load_trained
+from mlsp.inference.trained_head import outputs_to_scores
 from mlsp.training.targets import bin_scores, standardize
 from mlsp.training.trainer import train_head
 
@@ -251,7 +253,7 @@ def test_training_writes_everything(trained):
 
 
 def test_load_trained_and_predict_store_agree(trained):
-    from mlsp.trained_head import predict_store
+    from mlsp.inference.trained_head import predict_store
 
     path, ids, _, res = trained
     model, side = load_trained(res.out_dir)
@@ -273,7 +275,7 @@ def test_model_store_mismatch_is_one_clear_line(trained, tmp_path):
         check_compatible(side, other)
     msg = str(err.value)
     assert "\n" not in msg and "other.h5" in msg and "weights_sha256" in msg and "'abc'" in msg
-    from mlsp.trained_head import predict_store
+    from mlsp.inference.trained_head import predict_store
 
     with pytest.raises(StoreError, match="crop_fraction"):
         make_store(tmp_path / "c.h5", config={**CONFIG, "crop_fraction": 0.5})
@@ -336,7 +338,7 @@ def test_test_time_average_skips_corner_grid_rows():
     from types import SimpleNamespace
 
     from mlsp.extract.augment import augmentation_names
-    from mlsp.training.data import test_augmentations
+    from mlsp.stores.reader import test_augmentations
 
     grid = SimpleNamespace(augmentations=list(augmentation_names("crops+grid")), n_aug=16)
     assert test_augmentations(grid) == list(range(8))

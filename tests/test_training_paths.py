@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mlsp.data import BUNDLED_WEIGHTS
-from mlsp.training.data import StoreFeatures
-from mlsp.model_format import read_model as load_trained
+from mlsp.stores.reader import StoreFeatures
+from mlsp.inference.model_format import read_model as load_trained
 from mlsp.training.trainer import train_head
 
 WEIGHTS = BUNDLED_WEIGHTS[("mobilenet_v2", 0.35)]
@@ -142,7 +142,7 @@ def test_model_store_mismatch_message_from_the_cli(dist_model, tmp_path):
 
 def test_pool_model_on_a_store_without_wide_features(real, tmp_path):
     from mlsp.stores.features import StoreError
-    from mlsp.model_format import check_compatible
+    from mlsp.inference.model_format import check_compatible
 
     tmp, store, _ = real
     _, side = load_trained(tmp / "pool")
@@ -180,7 +180,7 @@ def test_multi_3fc_loads_in_safe_mode(real):
 
 def test_models_on_bundled_weights_find_them_again(tmp_path):
     from mlsp.extract.backbones import sha256_file
-    from mlsp.trained_head import find_weights
+    from mlsp.inference.scoring import find_weights
 
     name = "bundled:" + WEIGHTS.name
     sha = sha256_file(WEIGHTS)
@@ -203,7 +203,7 @@ def test_foreback_model_scores_photos_as_it_scores_its_store(tmp_path):
     from mlsp.images.sources import from_list
     from mlsp.images.synthetic import make_synthetic_set
     from mlsp.labels import load_labels
-    from mlsp.trained_head import predict_images, predict_store
+    from mlsp.inference.trained_head import predict_images, predict_store
 
     labels_csv = make_synthetic_set(tmp_path / "photos", n=8, seed=1, min_side=64, max_side=96)
     opts = ExtractOptions(backbone="mobilenet_v2", alpha=0.35, weights=str(WEIGHTS),

@@ -20,13 +20,15 @@ from urllib.parse import urlparse
 
 import keras
 
+from ..errors import WeightsError
+
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 #: How every supported backbone scales pixels (its ``preprocess_input``, mode "tf").
 PREPROCESSING = "x / 127.5 - 1 on RGB in [0, 255] (keras.applications preprocess_input, mode 'tf')"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(WeightsError):
     """The requested weights cannot be had (offline and not cached, or a missing file)."""
 
 

@@ -17,31 +17,13 @@ import keras
 import numpy as np
 
 from ..stores.features import Level
+from ..vocabulary import POOLING_KINDS, normalize_pooling  # noqa: F401 (used here)
 from .backbones import PREPROCESSING, ResolvedWeights, build_backbone, get_backbone, resolve_weights
 from .pooling import AreaPooling2D, BackPool2D, ForeBackPool2D, ForePool2D, SpatialPyramidPooling
 
-#: Pooling kinds, in canonical order.  "area" (narrow + wide) is always computed.
-POOLING_KINDS = ("area", "fore", "back", "spp")
 #: SPP grids (MTP-NasNet sec. 3.2) and the cells they give.
 SPP_LEVELS = (1, 3, 4)
 SPP_CELLS = sum(v * v for v in SPP_LEVELS)
-
-
-def normalize_pooling(pooling) -> tuple:
-    """Pooling kinds as a canonical tuple: "area" first and always, no repeats.
-
-    ``pooling``: an iterable of kinds or a comma-separated string ("area,fore,spp").
-    """
-    if pooling is None:
-        pooling = ("area",)
-    if isinstance(pooling, str):
-        pooling = [p for p in pooling.split(",")]
-    kinds = {str(p).strip().lower() for p in pooling} - {""}
-    unknown = sorted(kinds - set(POOLING_KINDS))
-    if unknown:
-        raise ValueError(f"unknown pooling kind(s) {', '.join(unknown)}; "
-                         f"choose from {', '.join(POOLING_KINDS)}")
-    return tuple(k for k in POOLING_KINDS if k in kinds or k == "area")
 
 
 class MLSPModel:

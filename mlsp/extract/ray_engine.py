@@ -60,6 +60,7 @@ from ..stores.features import PENDING
 from .augment import augmentation_names
 from ..images.sources import collect_items
 from .extractor import ExtractOptions, ExtractSummary, build_options, open_job, summarize
+from ..errors import BackendUnavailableError
 from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
 from .worker import ImageResult, RowWriter, image_results
@@ -72,7 +73,7 @@ TARGET_MAX_BLOCK_BYTES = 32 * 1024 ** 2
 TASKS_IN_FLIGHT_PER_ACTOR = 2
 
 
-class RayUnavailableError(RuntimeError):
+class RayUnavailableError(BackendUnavailableError):
     """Ray is not installed (``pip install 'mlsp[ray]'``)."""
 
 

@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from importlib import import_module
 
 from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
+from ..vocabulary import OBJECTIVES, canonical  # noqa: F401 (re-exported)
 
 __all__ = ["HeadSpec", "REGISTRY", "HEAD_NAMES", "get_head", "heads_for", "OBJECTIVES",
            "canonical"]
-
-#: Training objectives: MLSP's one augmentation a sample, or all augmentations as the
-#: patches of the multi-patch objectives (Sheng et al. 2018, Eq. 3-8).
-OBJECTIVES = ("mlsp", "mp_avg", "mp_min", "mp_ada")
-
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -77,11 +73,6 @@ REGISTRY = {spec.name: spec for spec in (
              paper="linear regression on pooled features (BLINDER, cited in MLSP sec. 3.2.1)"),
 )}
 HEAD_NAMES = tuple(REGISTRY)
-
-
-def canonical(name: str) -> str:
-    """``single-3fc`` and ``single_3fc`` name the same head (and option value)."""
-    return str(name).strip().replace("-", "_")
 
 
 def get_head(name: str) -> HeadSpec:

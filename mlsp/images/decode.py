@@ -41,12 +41,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import DecodeError
+
 __all__ = ["ImageDecodeError", "decode_image"]
 
 _16BIT_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DecodeError):
     """An image that cannot be decoded; ``str()`` is one line: ``name: cause``."""
 
     def __init__(self, name: str, cause: str):

@@ -1,7 +1,7 @@
 """Store errors, one line each, and telling a damaged store from a busy one.
 
-Kept apart from :mod:`mlsp.stores.features` (the format) so that every part of the
-store package raises the same classes; ``features`` re-exports them.
+The classes live in :mod:`mlsp.errors` (the one error tree); every part of the store
+package raises them through here, and ``features`` re-exports them.
 """
 from __future__ import annotations
 
@@ -9,26 +9,11 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import StoreBusyError, StoreDamagedError, StoreError, StoreWriteError
 from .lock import StoreLock, StoreLockedError, describe_holder, holder
 
 __all__ = ["StoreError", "StoreBusyError", "StoreDamagedError", "StoreWriteError",
            "acquire_lock", "describe_open_error", "os_cause"]
-
-
-class StoreError(ValueError):
-    """A store that cannot be used as asked; the message names the file and the cause."""
-
-
-class StoreBusyError(StoreError):
-    """Another process writes the store (its lock is held)."""
-
-
-class StoreDamagedError(StoreError):
-    """The file is not a readable HDF5 store (truncated, overwritten header, ...)."""
-
-
-class StoreWriteError(StoreError):
-    """Writing rows failed (full disk, I/O error): the job must stop; finished rows are safe."""
 
 
 def acquire_lock(path) -> StoreLock:

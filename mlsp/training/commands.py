@@ -190,7 +190,7 @@ def evaluate(model, store, labels_file, split, test_list, out_dir):
     """Evaluate a trained MODEL on the labelled images of STORE."""
     from ..evaluation.reports import fmt
     from ..labels import load_labels, read_id_list
-    from ..trained_head import evaluate_trained
+    from ..inference.trained_head import evaluate_trained
 
     try:
         labels = load_labels(labels_file)
@@ -244,7 +244,7 @@ def predict(model, photos, store, weights, fmt, output, runtime):
 
     With --features STORE, scores come from the stored features; PHOTOS (file names
     or ids) then pick images of the store, all of them when omitted."""
-    from ..trained_head import predict_images, predict_store
+    from ..inference.trained_head import predict_images, predict_store
 
     try:
         if store:  # ids as stored (they may contain '/'), or file names

@@ -14,17 +14,16 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import OptionError
-from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
-from ..heads.registry import OBJECTIVES, canonical, get_head
+from ..heads.registry import get_head
+from ..vocabulary import (FEATURE_KINDS, FEED_MODES, GRID_KINDS, LOSSES, OBJECTIVES, OUTPUTS,
+                          PRECISIONS, canonical)
+from ..vocabulary import SAMPLE_WEIGHTS as VOCAB_SAMPLE_WEIGHTS
 
 __all__ = ["TrainConfig", "DEFAULTS", "regime", "SMALL_SET", "PAPER_SET", "AUTO", "PRECISIONS", "LOSSES", "SAMPLE_WEIGHTS", "OUTPUTS",
            "AUGMENTS", "AUTO_ALL_BELOW", "resolve_augment", "OBJECTIVES"]
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
-LOSSES = ("mse", "emd", "re_emd")
-SAMPLE_WEIGHTS = (None, "none", "variance")
-OUTPUTS = ("mos", "distribution")
-AUGMENTS = ("auto", "random", "all")
+SAMPLE_WEIGHTS = (None, *VOCAB_SAMPLE_WEIGHTS)
+AUGMENTS = FEED_MODES
 
 #: ``augment="auto"`` feeds all stored augmentations per epoch ("all") below this many
 #: training images, one random augmentation ("random", MLSP sec. 3.1) from it on.  The

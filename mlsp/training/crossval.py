@@ -232,6 +232,6 @@ def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction=
 def _score_held_out(result, store_path, held):
     """Metrics of the fold ensemble on the images of a given test split (the trained
     head's own evaluation: alignment, compatibility check, averaged augmentations)."""
-    from ..trained_head import TrainedHead
+    from ..inference.trained_head import TrainedHead
 
     return TrainedHead(*result.ensemble()).evaluate(store_path, held)["metrics"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..evaluation.plots import pyplot
 from ..evaluation.reports import fmt, write_json
-from ..model_format import write_model
+from ..inference.model_format import write_model
 
 __all__ = ["write_cv_report", "summary_lines", "interval_text"]
 

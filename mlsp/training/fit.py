@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .data import FeatureSequence, FeedTimer, StoreFeatures, predict_averaged
+from ..inference.scoring import predict_averaged
+from ..stores.reader import StoreFeatures
+from .data import FeatureSequence, FeedTimer
 from .distribute import data_parallel, model_devices
 from .objectives import AllAugmentationsSequence, MultiPatchModel
 from .precision import (DelayedEntryRule, OverflowMonitor, copy_optimizer_state, make_optimizer,

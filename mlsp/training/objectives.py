@@ -24,7 +24,7 @@ off by one standard deviation p = e^-1; l_a is then the chosen loss (MSE, EMD,
 Re-EMD).  ``sample_weight`` (B,) multiplies each image's combined loss.
 
 Test-time prediction stays MLSP's: the inner head's outputs averaged over the
-augmentations (:func:`mlsp.training.data.predict_averaged`).
+augmentations (:func:`mlsp.inference.scoring.predict_averaged`).
 """
 from __future__ import annotations
 

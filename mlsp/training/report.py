@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..evaluation.plots import plot_history, plot_scatter
 from ..evaluation.reports import write_history, write_json, write_predictions
-from ..model_format import write_model
+from ..inference.model_format import write_model
 
 __all__ = ["write_training_report"]
 

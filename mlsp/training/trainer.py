@@ -18,13 +18,13 @@ import numpy as np
 
 from ..evaluation.reports import fmt
 from ..heads.registry import get_head
-from ..model_format import MODEL_FILE, make_sidecar
-from ..stores.features import FeatureStore
-from ..trained_head import TrainedHead, accuracy_threshold
-from .config import AUTO_ALL_BELOW, TrainConfig, resolve_augment
-from .data import StoreFeatures
-from .fit import feature_moments, fit_head, fit_ridge
+from ..inference.model_format import MODEL_FILE, make_sidecar
+from ..inference.trained_head import TrainedHead, accuracy_threshold
 from ..labels.split import align_and_split
+from ..stores.features import FeatureStore
+from ..stores.reader import StoreFeatures
+from .config import AUTO_ALL_BELOW, TrainConfig, resolve_augment
+from .fit import feature_moments, fit_head, fit_ridge
 from .targets import prepare_targets
 
 __all__ = ["TrainResult", "train", "train_head", "TrainConfig", "AUTO_ALL_BELOW",

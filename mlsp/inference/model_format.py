@@ -3,8 +3,9 @@
 the features it reads), and the check that a store holds those features.
 
 The sidecar's ``features`` are the store's identity settings (``IDENTITY_KEYS``); scoring
-new images rebuilds the extraction options from them (:func:`extract_options`, the
-inverse of :func:`mlsp.extract.extractor.store_config`), so an image is scored with
+new images rebuilds the extraction options from them
+(:func:`mlsp.extract.featurizer.options_from_features`, the inverse of
+:func:`mlsp.extract.extractor.store_config`), so an image is scored with
 exactly the backbone, weights and augmentations the head was trained on (MLSP sec. 3.1).
 """
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 import zipfile
 from pathlib import Path
 
-from .errors import ModelFileError
-from .stores.features import FeatureStore, StoreError, config_mismatch
+from ..errors import ModelFileError
+from ..feature_kinds import KIND_POOLING
+from ..stores.features import FeatureStore, StoreError, config_mismatch
 
 __all__ = ["MODEL_FILE", "SIDECAR", "SIDECAR_FORMAT", "make_sidecar", "read_model",
-           "write_model", "check_compatible", "extract_options"]
+           "write_model", "check_compatible", "model_folder"]
 
 MODEL_FILE, SIDECAR = "model.keras", "model.json"
 SIDECAR_FORMAT = "mlsp-head"
@@ -31,8 +33,8 @@ def make_sidecar(*, name, head, output, n_bins, bin_scores, pooling, wide_size, 
     ``target``: the MOS scaling to undo; ``train``: the training record."""
     import keras
 
-    from . import __version__
-    from .stores.features import IDENTITY_KEYS
+    from .. import __version__
+    from ..stores.features import IDENTITY_KEYS
 
     return {
         "format": SIDECAR_FORMAT, "version": 1, "name": name,
@@ -77,8 +79,8 @@ def read_model(path):
         raise ModelFileError(f"{side_file}: not an mlsp model sidecar")
     # every head is built from serialisable layers / ops (multi_3fc slices with GetItem,
     # no Lambda), so models always load in safe mode: no code from the file is run.
-    from .heads import mnet  # noqa: F401  (registers ChannelSlice and the pooling layers)
-    from .layers import standardize  # noqa: F401  (registers Standardize)
+    from ..heads import mnet  # noqa: F401  (registers ChannelSlice and the pooling layers)
+    from ..layers import standardize  # noqa: F401  (registers Standardize)
 
     try:  # a .keras file is a zip: a truncated / damaged one is named as such (Keras
         with zipfile.ZipFile(model_file) as z:  # itself reports it as "File not found")
@@ -104,7 +106,7 @@ def _first_line(err) -> str:
 
 def write_model(folder, model, sidecar) -> list:
     """Write ``model.keras`` and ``model.json`` into ``folder`` (made if needed)."""
-    from .evaluation.reports import write_json
+    from ..evaluation.reports import write_json
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +157,8 @@ def check_compatible(sidecar: dict, store) -> None:
         diffs.append(f"augmentations: store has {plain(config.get('augmentations'))}, model was "
                      f"trained on {plain(wanted.get('augmentations'))}")
     kinds = set(config.get("pooling_kinds") or ["area"])
-    needs = {"wide_fore": "fore", "wide_back": "back", "spp": "spp"}.get(kind)
-    if needs and needs not in kinds:
+    lacking = [k for k in KIND_POOLING.get(kind, ()) if k not in kinds]
+    if lacking:  # e.g. wide_foreback needs both ForePool and BackPool
         diffs.append(f"pooling: store has no {kind} features (pooling kinds {sorted(kinds)}), "
                      f"model needs them")
     if levels is not None:
@@ -170,21 +172,3 @@ def check_compatible(sidecar: dict, store) -> None:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
         raise StoreError(f"{name}: not compatible with model '{sidecar.get('name', '?')}': "
                          f"{diffs[0]}{more}")
-
-
-def extract_options(features: dict):
-    """The ExtractOptions that reproduce a sidecar's recorded ``features`` (the inverse of
-    ``store_config``; kept here because the model format is what records them)."""
-    from .extract.extractor import ExtractOptions
-
-    mode = features.get("augmentation_mode", "crops")
-    return ExtractOptions(
-        backbone=features["backbone"], alpha=float(features["alpha"]),
-        # Corner Grid rows ("crops+grid") train a head; scores average the plain crops
-        augmentation={"crops+grid": "crops"}.get(mode, mode),
-        pooling=tuple(features.get("pooling_kinds") or ("area",)),
-        crop_fraction=float(features.get("crop_fraction", 0.875)),
-        wide_size=int(features.get("pool_wide", 0) or 0),
-        max_side=int(features.get("max_side") or 0) or None,
-        seed=max(0, int(features.get("weights_seed", 0) or 0)),
-    )

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BackendUnavailableError, one_line
+from ..vocabulary import TTA_MODES, check_choice
+
 __all__ = ["export_onnx", "predict_onnx", "cached_export", "TTA_MODES", "OnnxUnavailableError"]
 
-TTA_MODES = ("crops", "whole")
 
 
-class OnnxUnavailableError(RuntimeError, ValueError):
+class OnnxUnavailableError(BackendUnavailableError):
     """The ONNX tools are missing, or the backend cannot export."""
 
 
@@ -52,11 +54,10 @@ def _scorer(model_path, weights=None, tta="crops"):
 
     from ..extract.model import MLSPModel
     from ..extract.weights import find_weights
-    from ..training.data import feature_parts
-    from ..model_format import read_model as load_trained
+    from ..feature_kinds import feature_parts
+    from .model_format import read_model as load_trained
 
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    check_choice("tta", tta, TTA_MODES)
     head, sidecar = load_trained(model_path)
     feats = sidecar["features"]
     model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
@@ -191,7 +192,7 @@ def _quiet():
 def _fingerprint(model_path) -> str:
     """SHA-256 of the model file and its sidecar: an export belongs to exactly one model."""
     folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
-    from ..model_format import MODEL_FILE, SIDECAR
+    from .model_format import MODEL_FILE, SIDECAR
 
     digest = hashlib.sha256()
     for name in (MODEL_FILE, SIDECAR):
@@ -246,6 +247,6 @@ def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) ->
             if "distribution" in out:
                 row["distribution"] = [float(v) for v in out["distribution"].reshape(-1)]
         except Exception as err:  # one unreadable file must not stop the others
-            row["error"] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            row["error"] = one_line(err)
         rows.append(row)
     return rows
