@@ -21,7 +21,7 @@ _LAZY = {
     "collect_images": ("mlsp.api", "collect_images"),
     "HEADS": ("mlsp.heads.registry", "HEAD_NAMES"),
     "FeatureStore": ("mlsp.stores.features", "FeatureStore"),
-    "StoreError": ("mlsp.stores.features", "StoreError"),
+    "StoreError": ("mlsp.errors", "StoreError"),
     "load_labels": ("mlsp.labels", "load_labels"),
     "Labels": ("mlsp.labels", "Labels"),
     "TrainedHead": ("mlsp.inference.trained_head", "TrainedHead"),
@@ -32,11 +32,20 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
+#: Entry points that run Keras: the backend is loaded quietly first (:mod:`mlsp.backend`),
+#: so that the library prints nothing of its own accord, TensorFlow's start-up log included.
+_NEEDS_BACKEND = frozenset({"extract", "train", "cross_validate", "load", "evaluate",
+                            "TrainedHead"})
+
 
 def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'mlsp' has no attribute {name!r}")
     module, attr = _LAZY[name]
+    if name in _NEEDS_BACKEND:
+        from .backend import load_backend
+
+        load_backend()
     value = import_module(module)
     return value if attr is None else getattr(value, attr)
 

@@ -3,62 +3,48 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+from .errors import MLSPError, one_line
+from .vocabulary import AUGMENTATIONS, BACKBONES, ENGINES, POOLING_KINDS, RUNTIMES, TTA_MODES
+
 
 #: Commands that only read files: they start without importing Keras or its backend
 #: (TensorFlow alone takes seconds to import).  Every other command imports the backend
 #: after its arguments parsed, so ``--help`` of any command stays light too.
 LIGHT_COMMANDS = frozenset({"info", "merge", "labels"})
 
-#: What installs each Keras backend (named in the one-line error when it is missing).
-_BACKEND_FIX = {"tensorflow": "pip install tensorflow", "jax": "pip install 'mlsp[jax]'",
-                "torch": "pip install 'mlsp[torch]'"}
-
-
 def _import_keras_quietly():
-    """Import Keras and its backend with C++ start-up logging muted; a missing or broken
-    backend is a one-line error naming the fix, not a traceback from inside Keras.
+    """The backend, loaded quietly (:func:`mlsp.backend.load_backend`); a one-line error."""
+    from .backend import load_backend
+    from .errors import BackendUnavailableError
 
-    TensorFlow prints absl/oneDNN notices on file descriptor 2 before any log
-    level applies; they say nothing to an mlsp user.
-    """
-    if "keras" in sys.modules:
-        return
-    backend = os.environ.get("KERAS_BACKEND") or "tensorflow"
-    saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import keras
-
-                if keras.backend.backend() == "tensorflow":  # a GPU build probes CUDA here,
-                    import tensorflow as tf  # logging "failed call to cuInit" on CPU hosts
-
-                    tf.config.list_physical_devices("GPU")
-            finally:
-                os.dup2(saved, 2)
-    except Exception as err:  # ImportError, or a backend built against other libraries
-        for name in [m for m in sys.modules if m == "keras" or m.startswith("keras.")]:
-            del sys.modules[name]  # a half-imported keras must not pass for a working one
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        fix = _BACKEND_FIX.get(backend, f"install {backend}")
-        raise click.ClickException(
-            f"the Keras backend '{backend}' cannot be loaded ({type(err).__name__}: {first}); "
-            f"fix: {fix}, or choose an installed backend with KERAS_BACKEND=tensorflow|jax|torch"
-        ) from None
-    finally:
-        os.close(saved)
+        load_backend()
+    except BackendUnavailableError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _fail(message: str):
-    raise click.ClickException(message)
+    raise click.ClickException(one_line(message))
+
+
+#: What a library call may raise for bad input: each becomes one line (the one handler).
+USER_ERRORS = (MLSPError, ValueError, FileNotFoundError, KeyError)
+
+
+class MLSPGroup(click.Group):
+    """The ``mlsp`` group: every error of the library a command lets through is printed as
+    one line (:func:`mlsp.errors.one_line`) with exit status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as err:
+            raise click.ClickException(one_line(err)) from None
 
 
 def collect_items(inputs, list_file=None, ava=None, images=None):
@@ -82,7 +68,7 @@ def _print_summary(summary, out):
                    f"(and in the store: images/error)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MLSPGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlsp")
 def main():
     """mlsp: image aesthetics from multi-level spatially pooled (MLSP) features.
@@ -100,15 +86,15 @@ def main():
 @click.option("--ava", type=click.Path(exists=True, dir_okay=False), help="AVA.txt: extract the images it lists.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Image folder for --ava (ID.jpg files).")
 @click.option("--backbone", default="inception_resnet_v2", show_default=True,
-              type=click.Choice(["inception_resnet_v2", "inception_v3", "mobilenet_v2", "mobilenet"]))
+              type=click.Choice(BACKBONES))
 @click.option("--alpha", default=1.0, show_default=True, help="Width multiplier (MobileNet backbones).")
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet' (Keras download/cache), 'bundled' (shipped MobileNetV2-0.35), a weights file, or 'none' (random, seeded).")
-@click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(["crops", "crops+grid", "whole"]),
+@click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(AUGMENTATIONS),
               help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); crops+grid: those 8, then their Corner Grid versions (M+MNet; 16); whole: the full image only.")
 @click.option("--wide-size", default=5, show_default=True, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
 @click.option("--pooling", default="area", show_default=True,
-              help="Comma-separated pooling kinds: area (narrow + wide, always), fore, back (M+MNet ForePool/BackPool to wide size), spp (pyramid 1x1+3x3+4x4).")
+              help=f"Comma-separated pooling kinds ({', '.join(POOLING_KINDS)}): area (narrow + wide, always), fore, back (M+MNet ForePool/BackPool to wide size), spp (pyramid 1x1+3x3+4x4).")
 @click.option("--max-side", type=int, default=None, help="Optional cap on the longer side (default: full resolution).")
 @click.option("--workers", default=2, show_default=True, help="Decoding threads.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --weights none.")
@@ -118,7 +104,7 @@ def main():
 @click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th (0-based) of N contiguous blocks of the input list; join the N stores with `mlsp merge`.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this process (threads); ray: a pool of Ray actors, locally or on a cluster (pip install 'mlsp[ray]').")
 @click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
 @click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
@@ -136,25 +122,19 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
     files (.csv, .txt, .lst: one path a line, or a CSV with a path column), as with --list.
     Running the same command again resumes where it stopped.
     """
-    from .extract.backbones import WeightsUnavailableError
-    from .extract.extractor import ExtractOptions, extract as run_extract
-    from .extract.model import normalize_pooling
-    from .stores.features import StoreError
+    from .extract.extractor import ExtractOptions
+    from .extract.run import run_extraction, select_shard
+    from .vocabulary import check_pooling
 
     try:
-        kinds = normalize_pooling(pooling)
+        kinds = check_pooling(pooling, wide_size)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--pooling") from None
-    if {"fore", "back"} & set(kinds) and not wide_size:
-        raise click.BadParameter("fore/back pool to the wide size; it cannot be 0",
-                                 param_hint="--pooling")
     items = collect_items(inputs, list_file, ava, images)
     extra = None
     if shard:
-        from .stores.merge import parse_shard, shard_items
-
         try:
-            items, extra = shard_items(items, *parse_shard(shard))
+            items, extra = select_shard(items, shard)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--shard") from None
         click.echo(f"shard {shard}: {len(items)} of {extra['list_images']} images, "
@@ -166,22 +146,13 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
                               max_memory=None if max_memory is None else max(1, int(max_memory * 1e9)))
     except ValueError as err:
         _fail("--" + str(err).replace("_", "-"))
-    from .extract.ray_engine import RayUnavailableError, extract_with_ray  # imports no Ray itself
-
     if engine != "ray" and (ray_address or ray_actors or ray_gpus_per_actor):
         raise click.UsageError("--ray-address/--ray-actors/--ray-gpus-per-actor need --engine ray")
-    try:
-        if engine == "ray":
-            summary = extract_with_ray(items, out, opts, address=ray_address, num_actors=ray_actors,
-                                       num_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
-                                       retry_failed=retry_failed, overwrite=overwrite, limit=limit,
-                                       extra_config=extra, space_check=not no_space_check)
-        else:
-            summary = run_extract(items, out, opts, retry_failed=retry_failed, overwrite=overwrite,
-                                  progress=not quiet, limit=limit, extra_config=extra,
-                                  space_check=not no_space_check)
-    except (WeightsUnavailableError, StoreError, RayUnavailableError, ValueError) as err:
-        _fail(str(err))
+    summary = run_extraction(items, out, opts, engine=engine, extra_config=extra,
+                             ray_address=ray_address, ray_actors=ray_actors,
+                             ray_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
+                             retry_failed=retry_failed, overwrite=overwrite, limit=limit,
+                             space_check=not no_space_check)  # errors: one line (MLSPGroup)
     _print_summary(summary, out)
 
 
@@ -190,14 +161,11 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(store, as_json):
     """Print a store's layout, configuration and counts."""
-    from .stores.features import FeatureStore, StoreError
+    from .stores.features import FeatureStore
 
-    try:
-        with FeatureStore.open(store) as fs:
-            data = fs.info()
-            levels = fs.levels
-    except StoreError as err:
-        _fail(str(err))
+    with FeatureStore.open(store) as fs:
+        data = fs.info()
+        levels = fs.levels
     if as_json:
         data["level_table"] = [vars(lv) for lv in levels]
         click.echo(json.dumps(data, indent=2, default=str))
@@ -234,13 +202,9 @@ def info(store, as_json):
 def repair(store, check_only, as_json):
     """Salvage a damaged store: rows whose chunks read back stay done, the rest become
     pending (run the same extract command again to redo them)."""
-    from .stores.features import StoreError
     from .stores.repair import repair_store
 
-    try:
-        report = repair_store(store, check_only=check_only)
-    except StoreError as err:
-        _fail(str(err))
+    report = repair_store(store, check_only=check_only)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -257,15 +221,12 @@ def repair(store, check_only, as_json):
 @click.option("--copy", is_flag=True, help="Copy the features into one standalone file (default: HDF5 virtual datasets pointing into the shards).")
 def merge(shards, out, copy):
     """Join the stores of a sharded extraction (`extract --shard K/N`) into one store."""
-    from .stores.features import FeatureStore, StoreError
+    from .stores.features import FeatureStore
     from .stores.merge import merge_stores
 
-    try:
-        path = merge_stores(shards, out, copy=copy)
-        with FeatureStore.open(path) as fs:
-            info = fs.info()
-    except StoreError as err:
-        _fail(str(err))
+    path = merge_stores(shards, out, copy=copy)
+    with FeatureStore.open(path) as fs:
+        info = fs.info()
     click.echo(f"{path}: {info['images']} images ({info['done']} done, {info['failed']} failed) "
                f"from {len(shards)} shards, {'copied' if copy else 'virtual datasets over the shards'}")
 
@@ -290,7 +251,7 @@ def demo(out, n_images, backbone, alpha, weights, quiet):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option("--weights", default=None,
               help="Backbone weights (file, folder, 'bundled' or 'imagenet') when not found automatically; checked against the model's SHA-256.")
-@click.option("--tta", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
+@click.option("--tta", default="crops", show_default=True, type=click.Choice(TTA_MODES),
               help="crops: the 8 MLSP crops averaged inside the graph (the scores of `mlsp predict`); whole: one pass over the whole image (about 6x less work, not the trained average).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
 def export(model, out, weights, tta, opset):
@@ -301,10 +262,7 @@ def export(model, out, weights, tta, opset):
     """
     from .inference.onnx import export_onnx
 
-    try:
-        path = export_onnx(model, out, weights=weights, tta=tta, opset=opset)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # incl. weights and ONNX errors
-        _fail((str(err).strip().splitlines() or [type(err).__name__])[0])
+    path = export_onnx(model, out, weights=weights, tta=tta, opset=opset)  # errors: one line
     click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB; input 'image' uint8 "
                f"(H, W, 3), tta {tta})")
 

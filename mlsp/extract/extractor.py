@@ -373,7 +373,7 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
                 for result in image_results(model, jobs, opts, pool, opts.prefetch,
                                             on_start=working_on):
                     writer.put(result)
-                    if not result.ok:
+                    if not result.ok and progress:  # else only in the store and summary
                         bar.write(f"skipped {items[result.index].path}: {result.error}")
                     bar.update(1)
                     bar.set_postfix(failed=len(writer.failures))

@@ -329,7 +329,7 @@ def _consume(ds, writer: RowWriter, items, shapes, progress, total, name):
                     features={kind: batch[kind][k] for kind in shapes} if ok else None,
                     error=None if ok else str(batch["error"][k]))
                 writer.put(result)
-                if not ok:
+                if not ok and progress:
                     bar.write(f"skipped {items[result.index].path}: {result.error}")
                 bar.update(1)
                 bar.set_postfix(failed=len(writer.failures))

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import MLSPError
-from ..feature_kinds import FEATURE_KINDS
-from ..heads.registry import HEAD_NAMES, OBJECTIVES, canonical, heads_for
-from .config import DEFAULTS, LOSSES, OUTPUTS, PRECISIONS
+from ..errors import MLSPError, one_line
+from ..heads.registry import HEAD_NAMES, heads_for
+from ..vocabulary import (FEATURE_KINDS, FEED_MODES, LOSSES, OBJECTIVES, OUTPUTS, PRECISIONS,
+                          RUNTIMES, SAMPLE_WEIGHTS, canonical)
+from .config import DEFAULTS
 
 __all__ = ["commands", "train", "evaluate", "predict", "ablate"]
 
@@ -53,8 +54,7 @@ VAL_HELP = "Share of the images that validate; auto: 10% below 20,000 images, el
 
 
 def _fail(err):
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    raise click.ClickException(text.splitlines()[0] if text else type(err).__name__)
+    raise click.ClickException(one_line(err))
 
 
 def _test_ids(test_list) -> dict:
@@ -109,7 +109,7 @@ def _training_run_options(fn):
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--augment", default=DEFAULTS.augment, show_default=True,
-              type=Names(["auto", "random", "all"]),
+              type=Names(FEED_MODES),
               help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
                    "auto = all below 20,000 training images, else random.")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
@@ -132,7 +132,7 @@ def _training_run_options(fn):
               help="auto: float32, then mixed_float16 once gradients stop overflowing "
                    "(M+MNet Eq. 5).")
 @click.option("--sample-weights", default="none", show_default=True,
-              type=Names(["none", "variance"]),
+              type=Names(SAMPLE_WEIGHTS),
               help="variance: down-weight images with diverse ratings (MTP-NasNet sec. 3.3).")
 @click.option("--features", "feature_kind", default=None,
               type=Names(FEATURE_KINDS),
@@ -237,7 +237,7 @@ def _format(rows, fmt):
               help="Backbone weights file, if the model's is not found automatically.")
 @click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json"]))
 @click.option("-o", "--output", "output", default=None, type=click.Path(), help="File (default stdout).")
-@click.option("--runtime", default="keras", show_default=True, type=click.Choice(["keras", "onnx"]),
+@click.option("--runtime", default="keras", show_default=True, type=click.Choice(RUNTIMES),
               help="onnx: the model's ONNX export (made once, next to it) run by onnxruntime.")
 def predict(model, photos, store, weights, fmt, output, runtime):
     """Score PHOTOS (files or folders) with a trained MODEL.
