@@ -65,3 +65,54 @@ def test_align_and_split_draws_only_from_extracted_images(store_and_labels):
     assert len(lab) == len(al) == 150 and not any(i.startswith("zz") for i in lab.ids)
     assert int((lab.split == "val").sum()) == 15
     assert list(lab.split) == list(again.split)
+
+
+def test_compatibility_check_refuses_a_foreback_head_on_a_store_without_backpool():
+    """Before issue 16 the check's own kind -> pooling map lacked ``wide_foreback``, so a
+    head on ForePool+BackPool features passed for a store with ForePool only."""
+    from _mmstore import CONFIG
+
+    from mlsp.errors import StoreError
+    from mlsp.inference.model_format import check_compatible
+    from mlsp.stores.features import IDENTITY_KEYS
+
+    sidecar = {"name": "fb", "pooling": "wide_foreback", "levels": [], "level_channels": [],
+               "features": {k: CONFIG.get(k) for k in IDENTITY_KEYS}}
+    sidecar["features"]["pooling_kinds"] = ["area", "fore", "back"]
+    check_compatible(sidecar, dict(CONFIG, pooling_kinds=["area", "fore", "back"]))
+    with pytest.raises(StoreError, match="no wide_foreback features"):
+        check_compatible(sidecar, dict(CONFIG, pooling_kinds=["area", "fore"]))
+
+
+def test_every_mlsp_error_is_an_mlsp_error_and_a_value_error():
+    from mlsp import errors
+    from mlsp.extract.backbones import WeightsUnavailableError
+    from mlsp.extract.ray_engine import RayUnavailableError
+    from mlsp.extract.weights import WeightsMismatchError, WeightsNotFoundError
+    from mlsp.images.decode import ImageDecodeError
+    from mlsp.inference.onnx import OnnxUnavailableError
+    from mlsp.stores.features import StoreBusyError, StoreDamagedError, StoreError
+
+    for cls in (StoreError, StoreBusyError, StoreDamagedError, WeightsUnavailableError,
+                WeightsNotFoundError, WeightsMismatchError, ImageDecodeError,
+                RayUnavailableError, OnnxUnavailableError, errors.OptionError,
+                errors.ModelFileError):
+        assert issubclass(cls, errors.MLSPError) and issubclass(cls, ValueError), cls
+    assert errors.one_line(KeyError("no image 'x'")) == "no image 'x'"
+    assert errors.one_line(ValueError("\n  first\nsecond")) == "first"
+    assert errors.one_line(RuntimeError()) == "RuntimeError"
+
+
+def test_cli_choices_come_from_the_vocabulary():
+    from mlsp import vocabulary
+    from mlsp.cli import main
+
+    extract = {p.name: p for p in main.commands["extract"].params}
+    assert tuple(extract["backbone"].type.choices) == vocabulary.BACKBONES
+    assert tuple(extract["augmentation"].type.choices) == vocabulary.AUGMENTATIONS
+    assert tuple(extract["engine"].type.choices) == vocabulary.ENGINES
+    train = {p.name: p for p in main.commands["train"].params}
+    assert tuple(train["precision"].type.choices) == vocabulary.PRECISIONS
+    assert tuple(train["objective"].type.choices) == vocabulary.OBJECTIVES
+    predict = {p.name: p for p in main.commands["predict"].params}
+    assert tuple(predict["runtime"].type.choices) == vocabulary.RUNTIMES
