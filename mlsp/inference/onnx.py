@@ -52,10 +52,11 @@ def _scorer(model_path, weights=None, tta="crops"):
     """(keras.Model taking one uint8 image, sidecar, resolved weights)."""
     import keras
 
-    from ..extract.model import MLSPModel
+    from ..extract.featurizer import Featurizer, options_from_features
     from ..extract.weights import find_weights
     from ..feature_kinds import feature_parts
     from .model_format import read_model as load_trained
+    from .scoring import level_index
 
     check_choice("tta", tta, TTA_MODES)
     head, sidecar = load_trained(model_path)
@@ -65,16 +66,8 @@ def _scorer(model_path, weights=None, tta="crops"):
     mode = feats.get("augmentation_mode", "crops")
     if tta == "crops" and mode not in ("crops", "crops+grid"):
         tta = "whole"  # a model trained on whole images: its average is the one pass
-    kinds = tuple(feats.get("pooling_kinds") or ("area",))
-    features = MLSPModel(feats["backbone"], float(feats["alpha"]), resolved,
-                         int(feats.get("pool_wide", 0) or 0),
-                         max(0, int(feats.get("weights_seed", 0) or 0)), pooling=kinds)
-    by_name = {lv.name: lv for lv in features.levels}
-    missing = [n for n in sidecar["levels"] if n not in by_name]
-    if missing:
-        raise ValueError(f"{model_path}: the backbone has no level {missing[0]!r}")
-    index = np.concatenate([np.arange(by_name[n].offset, by_name[n].offset + by_name[n].channels)
-                            for n in sidecar["levels"]]).astype("int32")
+    features = Featurizer(options_from_features(feats), weights=resolved).model
+    index = level_index(features.levels, sidecar).astype("int32")
     scorer = _scorer_class()(features.model, head, index, feature_parts(sidecar["pooling"]),
                         float(feats.get("crop_fraction", 0.875)), tta, sidecar)
     scorer(keras.ops.zeros((features.min_side * 2, features.min_side * 2, 3), "uint8"))
