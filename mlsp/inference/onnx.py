@@ -193,19 +193,34 @@ def _fingerprint(model_path) -> str:
     return digest.hexdigest()
 
 
-def cached_export(model_path, weights, tta) -> Path:
-    """The model's ONNX file, exported once next to the model (or in a temporary folder
-    when that folder is read-only) and exported again when the model changes."""
-    onnx = _need("onnx")
+def _cache_places(model_path, tta) -> list:
     folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     name = f"model.{tta}.onnx"
-    for place in (folder, Path(tempfile.gettempdir()) / "mlsp-onnx" / _fingerprint(model_path)):
-        path = place / name
+    return [folder / name,
+            Path(tempfile.gettempdir()) / "mlsp-onnx" / _fingerprint(model_path) / name]
+
+
+def existing_export(model_path, tta):
+    """The model's cached ONNX file of ``tta`` (:func:`cached_export`) when one exists and
+    belongs to exactly this model, else None."""
+    onnx = _need("onnx")
+    for path in _cache_places(model_path, tta):
         if path.is_file():
             graph = onnx.load(str(path), load_external_data=False)
             props = {p.key: json.loads(p.value) for p in graph.metadata_props}
             if props.get("mlsp_model") == _fingerprint(model_path):
                 return path
+    return None
+
+
+def cached_export(model_path, weights, tta) -> Path:
+    """The model's ONNX file, exported once next to the model (or in a temporary folder
+    when that folder is read-only) and exported again when the model changes."""
+    found = existing_export(model_path, tta)
+    if found is not None:
+        return found
+    folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    for path in _cache_places(model_path, tta):
         try:
             return export_onnx(model_path, path, weights=weights, tta=tta)
         except PermissionError:

@@ -101,8 +101,14 @@ class TrainedHead:
     def export(self, path, tta: str = "crops", weights=None, opset: int | None = None) -> Path:
         """Write this head with its backbone as one ONNX file (image in, score out; see
         :func:`mlsp.inference.onnx.export_onnx`); the path written."""
-        from .onnx import export_onnx
+        import shutil
 
+        from .onnx import existing_export, export_onnx
+
+        found = existing_export(self.folder(), tta) if weights is None and opset is None else None
+        if found is not None:  # ``predict(runtime="onnx")`` already exported this head
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return Path(shutil.copyfile(found, path))
         return export_onnx(self.folder(), path, weights=weights, tta=tta, opset=opset)
 
     def predict_store(self, store, ids=None, batch_size: int = 128,
