@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
 #: Commands that only read files: they start without importing Keras or its backend
@@ -101,29 +103,29 @@ def main():
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Image folder for --ava (ID.jpg files).")
 @click.option("--backbone", default="inception_resnet_v2", show_default=True,
               type=click.Choice(["inception_resnet_v2", "inception_v3", "mobilenet_v2", "mobilenet"]))
-@click.option("--alpha", default=1.0, show_default=True, help="Width multiplier (MobileNet backbones).")
+@click.option("--alpha", default=1.0, show_default=True, type=POSITIVE_FLOAT, help="Width multiplier (MobileNet backbones).")
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet' (Keras download/cache), 'bundled' (shipped MobileNetV2-0.35), a weights file, or 'none' (random, seeded).")
 @click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(["crops", "crops+grid", "whole"]),
               help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); crops+grid: those 8, then their Corner Grid versions (M+MNet; 16); whole: the full image only.")
-@click.option("--wide-size", default=5, show_default=True, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
+@click.option("--wide-size", default=5, show_default=True, type=NONNEGATIVE_INT, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
 @click.option("--pooling", default="area", show_default=True,
               help="Comma-separated pooling kinds: area (narrow + wide, always), fore, back (M+MNet ForePool/BackPool to wide size), spp (pyramid 1x1+3x3+4x4).")
-@click.option("--max-side", type=int, default=None, help="Optional cap on the longer side (default: full resolution).")
-@click.option("--workers", default=2, show_default=True, help="Decoding threads.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --weights none.")
+@click.option("--max-side", type=NONNEGATIVE_INT, default=None, help="Optional cap on the longer side (default: full resolution).")
+@click.option("--workers", default=2, show_default=True, type=NONNEGATIVE_INT, help="Decoding threads.")
+@click.option("--seed", default=0, show_default=True, type=NONNEGATIVE_INT, help="Seed for --weights none.")
 @click.option("--retry-failed", is_flag=True, help="Try failed images again.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
-@click.option("--limit", type=int, default=None, help="Stop after this many images (resume later).")
-@click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
+@click.option("--limit", type=POSITIVE_INT, default=None, help="Stop after this many images (resume later).")
+@click.option("--flush-every", default=16, show_default=True, type=NONNEGATIVE_INT, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th (0-based) of N contiguous blocks of the input list; join the N stores with `mlsp merge`.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process (threads); ray: a pool of Ray actors, locally or on a cluster (pip install 'mlsp[ray]').")
 @click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
-@click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
-@click.option("--ray-gpus-per-actor", type=float, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
-@click.option("--max-memory", type=float, default=None, metavar="GB",
+@click.option("--ray-actors", type=POSITIVE_INT, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
+@click.option("--ray-gpus-per-actor", type=NONNEGATIVE_FLOAT, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
+@click.option("--max-memory", type=POSITIVE_FLOAT, default=None, metavar="GB",
               help="Activation memory one forward pass may use; a bigger image is downscaled just enough (recorded in images/scale). Default: a quarter of the machine's RAM.")
 @click.option("--no-space-check", is_flag=True, help="Start even when the free disk space looks too small for the pending images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -272,9 +274,9 @@ def merge(shards, out, copy):
 
 @main.command()
 @click.option("--out", default="mlsp-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for the data set, store and reports.")
-@click.option("-n", "--images", "n_images", default=160, show_default=True, help="Number of generated images.")
+@click.option("-n", "--images", "n_images", default=160, show_default=True, type=POSITIVE_INT, help="Number of generated images.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True)
-@click.option("--alpha", default=0.35, show_default=True)
+@click.option("--alpha", default=0.35, show_default=True, type=POSITIVE_FLOAT)
 @click.option("--weights", default="bundled", show_default=True, help="Default: the ImageNet MobileNetV2-0.35 shipped with mlsp (works offline).")
 @click.option("--quiet", is_flag=True)
 def demo(out, n_images, backbone, alpha, weights, quiet):
@@ -292,7 +294,7 @@ def demo(out, n_images, backbone, alpha, weights, quiet):
               help="Backbone weights (file, folder, 'bundled' or 'imagenet') when not found automatically; checked against the model's SHA-256.")
 @click.option("--tta", default="crops", show_default=True, type=click.Choice(["crops", "whole"]),
               help="crops: the 8 MLSP crops averaged inside the graph (the scores of `mlsp predict`); whole: one pass over the whole image (about 6x less work, not the trained average).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=POSITIVE_INT, default=None, help="ONNX opset (default: the exporter's).")
 def export(model, out, weights, tta, opset):
     """Write a trained MODEL as one ONNX file: an RGB image of any size in, its score out.
 

@@ -59,6 +59,7 @@ import numpy as np
 from ..stores.features import PENDING
 from .augment import augmentation_names
 from ..images.sources import collect_items
+from ..options import check_whole
 from .extractor import ExtractOptions, ExtractSummary, build_options, open_job, summarize
 from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
@@ -223,6 +224,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
 
     ray = _import_ray()
     opts = build_options(opts, options)
+    limit = check_whole("limit", limit, 1, optional=True)
     items = collect_items(items, allow_empty=True)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")

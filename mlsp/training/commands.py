@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import MLSPError
+from ..options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT
 from ..feature_kinds import FEATURE_KINDS
 from ..heads.registry import HEAD_NAMES, OBJECTIVES, canonical, heads_for
 from .config import DEFAULTS, LOSSES, OUTPUTS, PRECISIONS
@@ -86,11 +87,11 @@ def _cv(folds, seeds, seed) -> dict:
 def _training_run_options(fn):
     """The options every ``ablate pooling`` / ``ablate objective`` run shares."""
     for opt in reversed([
-            click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int),
+            click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT),
             click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP),
             click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
-                         type=int),
-            click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int),
+                         type=POSITIVE_INT),
+            click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT),
             click.option("--test-list", type=click.Path(exists=True)),
             click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP),
             click.option("--out", "out_dir", default="ablation", show_default=True,
@@ -107,19 +108,19 @@ def _training_run_options(fn):
 @click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(HEAD_NAMES))
 @click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
 @click.option("--output", default=DEFAULTS.output, show_default=True, type=Names(OUTPUTS))
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int,
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT,
               help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
-@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int)
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=POSITIVE_INT)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--augment", default=DEFAULTS.augment, show_default=True,
               type=Names(["auto", "random", "all"]),
               help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
                    "auto = all below 20,000 training images, else random.")
-@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
 @click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
-@click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
+@click.option("--width", default=None, type=POSITIVE_INT, help="Width X of the first FC layer.")
 @click.option("--distribute", is_flag=True,
               help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
                    "TensorFlow: MirroredStrategy).")
@@ -140,7 +141,7 @@ def _training_run_options(fn):
 @click.option("--features", "feature_kind", default=None,
               type=Names(FEATURE_KINDS),
               help="Stored feature kind (default: from the head).")
-@click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=float,
+@click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=NONNEGATIVE_FLOAT,
               help="multitask head: leave out of the binary loss images whose MOS lies within "
                    "this margin of the threshold (MTP-NasNet sec. 4.3).")
 @click.option("--normalize-inputs", default="auto", show_default=True,
@@ -290,9 +291,9 @@ def ablate():
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(heads_for("levels")))
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
-@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
 @click.option("--test-list", type=click.Path(exists=True))
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
