@@ -64,13 +64,20 @@ def _fail(message: str):
 
 
 def collect_items(inputs, list_file=None, ava=None, images=None):
-    """Image items from the command's inputs (:func:`mlsp.images.sources.collect_items`)."""
-    from .images.sources import collect_items as collect
+    """Image items from the command's inputs (:func:`mlsp.images.sources.collect_items`);
+    what folder walks skipped (sidecars, text) is named in one line."""
+    from collections import Counter
 
+    from .images.sources import collect_items as collect, describe_skipped
+
+    skipped = Counter()
     try:
-        return collect(inputs, list_file, ava, images)
+        items = collect(inputs, list_file, ava, images, skipped=skipped)
     except ValueError as err:
         _fail(str(err))
+    if skipped:
+        click.echo(describe_skipped(skipped), err=True)
+    return items
 
 
 def _print_summary(summary, out):

@@ -8,6 +8,7 @@ augmentation settings recorded in the model's sidecar (:mod:`mlsp.model_format`)
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -177,21 +178,27 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
 
 # -- scoring image files and stores (was mlsp.training.predict) ---------------------------
 def expand_inputs(paths_or_folders) -> list:
-    """ImageItems for files and (recursively) folders, in the order given."""
-    from .images.sources import ImageItem, from_folder
+    """ImageItems for files and (recursively) folders, in the order given.  What a folder
+    walk skips (sidecars, text) is named in one warning; items that cannot be stored or
+    opened carry their ``error`` (see :func:`mlsp.images.sources.from_folder`)."""
+    from collections import Counter
+
+    from .images.sources import ImageItem, describe_skipped, from_folder, storable_item
 
     if isinstance(paths_or_folders, (str, os.PathLike)):
         paths_or_folders = [paths_or_folders]
-    items = []
+    items, skipped = [], Counter()
     for p in paths_or_folders:
         p = Path(p)
         if p.is_dir():
-            items += from_folder(p)
-        elif p.is_file():
+            items += from_folder(p, skipped=skipped)
+        elif p.exists() or p.is_symlink():  # a FIFO or a device fails when read, by name
             items.append(ImageItem(p.stem, str(p)))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return items
+    if skipped:
+        warnings.warn(describe_skipped(skipped), stacklevel=3)
+    return [storable_item(it) for it in items]
 
 
 def find_weights(features: dict, hint=None, model_dir=None):
@@ -253,6 +260,9 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
                             int((opts.max_memory or default_max_memory()) // per_pixel)))
     out = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
+        if it.error:
+            out.append(_row(it.id, str(it.path), None, None, it.error))
+            continue
         try:
             batch, _, _, _ = prepare(str(it.path), opts, mlsp_model.min_side, per_pixel)
             pooled = run_model(mlsp_model, batch, max_pixels)

@@ -56,3 +56,217 @@ def test_library_options_are_checked_with_the_same_rules(tmp_path):
     with pytest.raises(OptionError, match="limit must be a whole number >= 1, got -1"):
         extract([], tmp_path / "s.h5", limit=-1, progress=False)
     assert not (tmp_path / "s.h5").exists()
+
+
+# -- inputs that are not regular files ------------------------------------------------------
+
+def _photo(path, size=(96, 128), seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _device_node(path):
+    import stat
+
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))  # like /dev/zero
+    except (PermissionError, OSError) as err:
+        pytest.skip(f"cannot make a device node here ({err}): needs root")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_hang():
+    """A hang (the fault these tests make) fails the test after 120 s instead of the run."""
+    import signal
+
+    def stop(*_):
+        raise TimeoutError("hung for 120 s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_fifos_devices_and_links_to_them_are_refused_by_name_without_reading(tmp_path):
+    import resource
+
+    from mlsp.files import UnreadableFileError, read_regular
+    from mlsp.images.decode import ImageDecodeError, decode_image
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # opening it for reading would wait forever for a writer
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")  # reading it never ends
+    rnd = tmp_path / "random.png"
+    rnd.symlink_to("/dev/urandom")
+    node = _device_node(tmp_path / "node.jpg")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (zero, "a character device"),
+                       (rnd, "a character device"), (node, "a character device"),
+                       (tmp_path, "a folder")):
+        with pytest.raises(ImageDecodeError) as err:
+            decode_image(path)
+        assert str(err.value).startswith(f"{path}: {kind}") and "\n" not in str(err.value)
+    assert "symbolic link to /dev/zero" in _msg(decode_image, zero)
+    with pytest.raises(UnreadableFileError, match="not a regular list file"):
+        read_regular(fifo, 100, "list file")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 5000)
+    with pytest.raises(UnreadableFileError, match="5,000 bytes, more than a image file can need"):
+        read_regular(big, 4096, "image file")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # < 200 MB
+
+
+def _msg(fn, *args):
+    try:
+        fn(*args)
+    except ValueError as err:
+        return str(err)
+    raise AssertionError("no error")
+
+
+def test_a_list_naming_a_fifo_and_a_list_that_is_a_fifo_do_not_hang(tmp_path):
+    from mlsp.images.sources import collect_items, from_list
+
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"list.txt: a FIFO \(named pipe\), not a regular list file"):
+        from_list(fifo)
+    lst = tmp_path / "photos.txt"
+    os.mkfifo(tmp_path / "p.jpg")
+    lst.write_text("p.jpg\n")
+    items = collect_items([str(lst)])
+    assert [it.path for it in items] == [str(tmp_path / "p.jpg")]  # read later, refused then
+
+
+def test_labels_and_id_lists_must_be_regular_files(tmp_path):
+    from mlsp.labels.labels import load_labels, read_id_list
+
+    zero = tmp_path / "labels.csv"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="labels.csv: a character device .*not a regular label file"):
+        load_labels(zero)
+    os.mkfifo(tmp_path / "test.jpgl")
+    with pytest.raises(ValueError, match="FIFO"):
+        read_id_list(tmp_path / "test.jpgl")
+
+
+# -- folder walks account for everything -----------------------------------------------------
+
+def _deep_folder(root, total=4300):
+    """Nested folders whose full path exceeds PATH_MAX (4096), made through dir_fd (a
+    path that long cannot be passed to the system); a photo at the bottom."""
+    name, depth = "d" * 200, 0
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while len(str(root)) + depth * (len(name) + 1) < total:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, depth = child, depth + 1
+        import numpy as np
+        from PIL import Image
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(buf, "PNG")
+        out = os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, buf.getvalue())
+        os.close(out)
+    finally:
+        os.close(fd)
+    return depth
+
+
+def test_a_folder_walk_names_what_it_cannot_read_and_counts_what_it_skips(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from mlsp.images.sources import collect_items, from_folder
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    _photo(root / "a.jpg")
+    (root / "a.xmp").write_text("<x:xmpmeta/>")  # a sidecar: skipped, counted
+    (root / "labels.csv").write_text("id,mos\na,3\n")
+    os.mkfifo(root / "pipe.jpg")  # listed: fails later by name, never silently dropped
+    (root / "locked").mkdir()
+    _photo(root / "locked" / "b.jpg")
+    bad = os.fsencode(str(root)) + b"/\xff\xfe.jpg"  # a name that is not UTF-8
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    _deep_folder(root)
+    # root traverses chmod 000 folders, so the refusal is simulated where the walk lists
+    # folders (os.walk calls os.scandir); everything else above is made for real
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped = Counter()
+    items = from_folder(root, skipped=skipped)
+    by_id = {it.id: it for it in items}
+    assert skipped == {".xmp files (not photos)": 1, ".csv files (not photos)": 1}
+    assert by_id["a"].error is None and by_id["pipe"].error is None
+    assert by_id["locked"].error == ("folder cannot be listed: Permission denied; the files "
+                                     "in it are not extracted")
+    assert by_id["\\xff\\xfe"].error.startswith("file name is not valid UTF-8")
+    assert by_id["\\xff\\xfe"].path.encode("utf-8")  # storable
+    deep = [it for it in items if "File name too long" in (it.error or "")]
+    assert len(deep) == 1 and "the system allows 4096" in deep[0].error
+    assert len(items) == 5  # a, pipe, locked, the bad name, the too-deep folder
+    with pytest.warns(UserWarning, match="skipped 2 entries"):
+        collect_items([root])
+
+
+def test_a_quoted_newline_in_a_csv_list_is_kept(tmp_path):
+    from mlsp.images.sources import from_list
+
+    lst = tmp_path / "l.csv"
+    lst.write_text('id,path\n"two\nlines",a.jpg\nb,b.jpg\n"x,y",c.jpg\n')
+    items = from_list(lst)
+    assert [it.id for it in items] == ["two\nlines", "b", "x,y"]
+    (tmp_path / "bad.csv").write_text('path,id\na.jpg,1\nb.jpg\n')
+    with pytest.raises(ValueError, match=r"bad.csv, line 3: expected 2 fields, got 1"):
+        from_list(tmp_path / "bad.csv")
+
+
+def test_extract_records_every_hostile_entry_as_failed_and_names_what_it_skipped(tmp_path):
+    import h5py
+
+    from mlsp.data import BUNDLED_WEIGHTS
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    _photo(root / "good.jpg")
+    (root / "good.xmp").write_text("<x:xmpmeta/>")
+    os.mkfifo(root / "pipe.jpg")
+    (root / "zero.jpg").symlink_to("/dev/zero")
+    with open(os.fsencode(str(root)) + b"/\xff.jpg", "wb") as f:
+        f.write(_photo(tmp_path / "ok.png").read_bytes())
+    _deep_folder(root)
+    out = tmp_path / "s.h5"
+    cmd = [sys.executable, "-m", "mlsp.cli", "extract", str(root), "-o", str(out), "--backbone",
+           "mobilenet_v2", "--alpha", "0.35", "--weights",
+           str(BUNDLED_WEIGHTS[("mobilenet_v2", 0.35)]), "--quiet"]
+    got = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0, got.stderr
+    assert "skipped 1 entries: 1 .xmp files (not photos)" in got.stderr
+    assert "1 done, 4 failed, 0 pending of 5" in got.stdout
+    with h5py.File(out, "r") as h5:
+        errors = dict(zip([s.decode() for s in h5["images/id"][...]],
+                          [s.decode() for s in h5["images/error"][...]]))
+    assert errors["good"] == ""
+    assert errors["pipe"].startswith("a FIFO (named pipe)")
+    assert errors["zero"].startswith("a character device (symbolic link to /dev/zero)")
+    assert errors["\\xff"].startswith("file name is not valid UTF-8")
+    assert sum("File name too long" in e for e in errors.values()) == 1

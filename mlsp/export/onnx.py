@@ -235,6 +235,9 @@ def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) ->
     rows = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
         row = {"id": it.id, "path": str(it.path), "score": None}
+        if it.error:
+            rows.append({**row, "error": it.error})
+            continue
         try:
             image = decode_image(str(it.path))
             scale = fit_scale(*image.shape[:2], meta["min_side"], meta["max_side"] or None,

@@ -28,7 +28,7 @@ from ..stores.features import (DONE, FAILED, PENDING, FeatureStore, StoreError, 
                                config_mismatch)
 from .augment import CROP_MODES, augmentation_names
 from .model import SPP_LEVELS, MLSPModel, normalize_pooling
-from .worker import RowWriter, image_results, prepare, run_model
+from .worker import RowWriter, image_results, known_failures, prepare, run_model
 
 
 @dataclass
@@ -350,12 +350,14 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     model, store, lock = open_job(out, items, opts, model, retry_failed, overwrite,
                                   extra_config, space_check, limit)
     try:
-        pending = np.flatnonzero(store.status == PENDING)
+        pending, known = known_failures(items, np.flatnonzero(store.status == PENDING))
         if limit is not None:
             pending = pending[:limit]
         jobs = [(int(i), str(items[i].path)) for i in pending]
         start = time.monotonic()
         writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
+        for result in known:
+            writer.put(result)
         bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True,
                    desc=f"extract {Path(out).name}")
         try:

@@ -63,7 +63,7 @@ from ..options import check_whole
 from .extractor import ExtractOptions, ExtractSummary, build_options, open_job, summarize
 from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
-from .worker import ImageResult, RowWriter, image_results
+from .worker import ImageResult, RowWriter, image_results, known_failures
 
 __all__ = ["extract_with_ray", "RayUnavailableError"]
 
@@ -236,9 +236,11 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
     started_ray = False
     writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
     try:
-        pending = np.flatnonzero(store.status == PENDING)
+        pending, known = known_failures(items, np.flatnonzero(store.status == PENDING))
         if limit is not None:
             pending = pending[:limit]
+        for result in known:
+            writer.put(result)
         paths = [str(it.path) for it in items]
         shapes = model.feature_shapes
         bytes_per_image = store_bytes_per_image(model, opts)

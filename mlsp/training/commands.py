@@ -247,9 +247,12 @@ def predict(model, photos, store, weights, fmt, output, runtime):
 
     With --features STORE, scores come from the stored features; PHOTOS (file names
     or ids) then pick images of the store, all of them when omitted."""
+    from ..outputs import check_writable, write_atomic
     from ..trained_head import predict_images, predict_store
 
     try:
+        if output:  # found before the scoring, not after it
+            check_writable(output, "predictions")
         if store:  # ids as stored (they may contain '/'), or file names
             rows = predict_store(model, store, ids=list(photos) or None, progress=False)
         else:
@@ -261,12 +264,20 @@ def predict(model, photos, store, weights, fmt, output, runtime):
         _fail(err)
     text = _format(rows, fmt)
     if output:
-        Path(output).write_text(text)
+        try:
+            write_atomic(output, text, "predictions")
+        except MLSPError as err:
+            _fail(err)
         ok = [r["score"] for r in rows if r["score"] is not None]
         click.echo(f"scored {len(ok)} of {len(rows)} images"
                    + (f" (mean {sum(ok) / len(ok):.3f})" if ok else "") + f"; wrote {output}")
     else:
-        sys.stdout.write(text)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as err:  # e.g. redirected to a full device
+            _fail(OSError(f"cannot write the predictions to standard output: "
+                          f"{err.strerror or err}"))
 
 
 def _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options):
