@@ -270,3 +270,70 @@ def test_extract_records_every_hostile_entry_as_failed_and_names_what_it_skipped
     assert errors["zero"].startswith("a character device (symbolic link to /dev/zero)")
     assert errors["\\xff"].startswith("file name is not valid UTF-8")
     assert sum("File name too long" in e for e in errors.values()) == 1
+
+
+# -- model files that do not belong together -------------------------------------------------
+
+def _head_folder(folder, seed, **changes):
+    """A small real head saved as mlsp saves one (write_model), with a complete sidecar."""
+    import keras
+
+    from mlsp.model_format import make_sidecar, write_model
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((6,))
+    model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.Dense(4)(inp)))
+    sidecar = make_sidecar(name="m", head="single_3fc", output="mos", n_bins=None,
+                           bin_scores=None, pooling="narrow", wide_size=0, levels=["a"],
+                           level_channels=[6], store_config={"backbone": "mobilenet_v2",
+                                                             "alpha": 0.35},
+                           store_path=None, mean=3.0, std=0.5, score_range=(1, 7),
+                           threshold=4.0, train={})
+    write_model(folder, model, sidecar)
+    if changes:
+        import json
+
+        side = json.loads((folder / "model.json").read_text())
+        for key, value in changes.items():
+            node = side
+            *path, last = key.split(".")
+            for k in path:
+                node = node[k]
+            node[last] = value
+        (folder / "model.json").write_text(json.dumps(side))
+    return folder
+
+
+def test_a_model_file_from_another_training_is_refused(tmp_path):
+    import shutil
+
+    from mlsp.errors import ModelFileError
+    from mlsp.model_format import read_model
+
+    a, b = _head_folder(tmp_path / "a", 1), _head_folder(tmp_path / "b", 2)
+    read_model(a)  # belongs: loads
+    shutil.copy(b / "model.keras", a / "model.keras")  # the swap, for real
+    with pytest.raises(ModelFileError) as err:
+        read_model(a)
+    msg = str(err.value)
+    assert "a/model.keras does not belong to" in msg and "different trainings" in msg
+    assert "\n" not in msg
+    # a folder saved before fingerprints were recorded loads without the check
+    _head_folder(tmp_path / "old", 3, model_fingerprint=None)
+    read_model(tmp_path / "old")
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("head", "mystery_head", "field 'head' is 'mystery_head', not a head this mlsp knows"),
+    ("target.std", "wide", "field 'target.std' is 'wide', not a finite number"),
+    ("target.mean", None, "field 'target.mean' is None, not a finite number"),
+    ("pooling", "sideways", "field 'pooling' is 'sideways'"),
+    ("level_channels", ["6"], "field 'level_channels' is not a positive whole number")])
+def test_a_sidecar_field_that_cannot_be_used_is_one_line(tmp_path, field, value, words):
+    from mlsp.cli import main
+
+    folder = _head_folder(tmp_path / "m", 1, **{field: value})
+    got = CliRunner().invoke(main, ["predict", str(folder), str(tmp_path)])
+    assert got.exit_code == 1 and "Traceback" not in got.output
+    lines = [ln for ln in got.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and words in lines[0] and "model.json" in lines[0], got.output
