@@ -191,7 +191,25 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
                                   space_check=not no_space_check)
     except (WeightsUnavailableError, StoreError, RayUnavailableError, ValueError) as err:
         _fail(str(err))
+    except KeyboardInterrupt:
+        _interrupted(out)
     _print_summary(summary, out)
+
+
+def _interrupted(out):
+    """Ctrl-C (SIGINT): what is written is kept; one line with the counts, exit code 130
+    (128 + SIGINT), never 0, so a script sees that work is left."""
+    from .stores.features import DONE, FAILED, PENDING, FeatureStore, StoreError
+
+    try:
+        with FeatureStore.open(out) as fs:
+            st = fs.status
+        counts = (f"{int((st == DONE).sum())} done, {int((st == FAILED).sum())} failed, "
+                  f"{int((st == PENDING).sum())} pending of {st.size}; ")
+    except (StoreError, OSError, KeyError):
+        counts = ""
+    click.echo(f"{out}: interrupted; {counts}run the same command again to resume", err=True)
+    sys.exit(130)
 
 
 @main.command()
