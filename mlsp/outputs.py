@@ -48,23 +48,32 @@ def _special(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def check_folder_writable(folder, what: str = "output folder") -> Path:
-    """Make ``folder`` (and parents) and prove a file can be written and synced there."""
+def check_folder_writable(folder, what: str = "output folder", make: bool = True,
+                          shown=None) -> Path:
+    """Prove a file can be written and synced in ``folder``: made first (``make``), or else,
+    while it does not exist, in the nearest folder above it that does."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: cannot write the {what}: it exists and is not a folder")
+    place = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if make:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            while not place.exists() and place != place.parent:
+                place = place.parent
     except FileExistsError:
-        raise OutputError(f"{folder}: cannot write the {what}: it exists and is not a "
-                          f"folder") from None
+        raise OutputError(f"{folder}: cannot write the {what}: a file is in the way of "
+                          f"the folder") from None
     except OSError as err:
-        raise output_error(folder, err, what) from None
+        raise output_error(shown or folder, err, what) from None
     fd, probe = None, None
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mlsp-probe-")
+        fd, probe = tempfile.mkstemp(dir=place, prefix=".mlsp-probe-")
         os.write(fd, b"\0" * PROBE_BYTES)
         os.fsync(fd)
     except OSError as err:
-        raise output_error(folder, err, what) from None
+        raise output_error(shown or folder, err, what) from None
     finally:
         if fd is not None:
             os.close(fd)
@@ -84,7 +93,7 @@ def check_writable(path, what: str = "output") -> Path:
         return path
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{path}: cannot write the {what}: the file is read-only")
-    check_folder_writable(path.parent if str(path.parent) else Path("."), what)
+    check_folder_writable(path.parent if str(path.parent) else Path("."), what, shown=path)
     return path
 
 

@@ -337,3 +337,104 @@ def test_a_sidecar_field_that_cannot_be_used_is_one_line(tmp_path, field, value,
     assert got.exit_code == 1 and "Traceback" not in got.output
     lines = [ln for ln in got.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and words in lines[0] and "model.json" in lines[0], got.output
+
+
+# -- outputs: checked before the work, written whole or not at all ---------------------------
+
+def _mount(path, options):
+    path.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if got.returncode:
+        pytest.skip(f"cannot mount a tmpfs to make the fault real: {got.stderr.strip()}")
+
+
+def _umount(path):
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(folder):
+    """Fill a small tmpfs to the last byte (a real full device)."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_predictions_to_a_full_device_are_refused_before_scoring(tmp_path):
+    from mlsp.cli import main
+    from mlsp.outputs import OutputError, write_atomic
+
+    model = _head_folder(tmp_path / "m", 1)
+    disk = tmp_path / "disk"
+    _mount(disk, "size=256k")
+    try:
+        _fill(disk)
+        got = CliRunner().invoke(main, ["predict", str(model), str(tmp_path / "nothere.jpg"),
+                                        "-o", str(disk / "p.csv")])
+        lines = [ln for ln in got.output.splitlines() if ln.strip()]
+        assert got.exit_code == 1 and len(lines) == 1, got.output
+        assert "p.csv" in lines[0] and "No space left on device" in lines[0]
+        assert "nothere" not in lines[0]  # refused before any image was looked at
+        with pytest.raises(OutputError, match="No space left on device.*nothing was written"):
+            write_atomic(disk / "q.csv", "x" * 300_000, "predictions")
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no partial file
+    finally:
+        _umount(disk)
+
+
+def test_an_onnx_export_into_a_read_only_place_is_refused_before_converting(tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnx")
+    import time
+
+    from mlsp.cli import main
+
+    model = _head_folder(tmp_path / "m", 1)
+    ro = tmp_path / "ro"
+    _mount(ro, "size=1m,ro")
+    try:
+        t = time.monotonic()
+        got = CliRunner().invoke(main, ["export", str(model), "-o", str(ro / "m.onnx")])
+        lines = [ln for ln in got.output.splitlines() if ln.strip()]
+        assert got.exit_code == 1 and len(lines) == 1, got.output
+        assert "Read-only file system" in lines[0] and str(ro) in lines[0]
+        assert time.monotonic() - t < 60  # no backbone was built: the check comes first
+    finally:
+        _umount(ro)
+
+
+def test_onnx_runtime_with_a_read_only_model_folder_exports_into_the_user_cache(
+        tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    import shutil
+
+    from mlsp.export import onnx as export
+
+    model = _head_folder(tmp_path / "src", 1)
+    ro = tmp_path / "ro"
+    _mount(ro, "size=1m")
+    try:
+        shutil.copytree(model, ro / "m")
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        written = []
+
+        def fake_export(model_path, out, weights=None, tta="crops"):
+            written.append(out)  # the conversion itself is tested in test_onnx_export.py
+            return out
+
+        monkeypatch.setattr(export, "export_onnx", fake_export)
+        path = export.cached_export(ro / "m", None, "crops")
+        assert path == (tmp_path / "cache" / "mlsp" / "onnx" / export._fingerprint(ro / "m")
+                        / "model.crops.onnx")
+        assert written == [path]
+        monkeypatch.setenv("XDG_CACHE_HOME", str(ro / "cache"))  # nowhere to write at all
+        with pytest.raises(ValueError, match="cannot write the ONNX export beside the model "
+                                             "nor in the cache.*Read-only file system"):
+            export.cached_export(ro / "m", None, "crops")
+    finally:
+        _umount(ro)

@@ -22,10 +22,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..outputs import OutputError, atomic_path, check_writable
 
 __all__ = ["export_onnx", "predict_onnx", "cached_export", "TTA_MODES", "OnnxUnavailableError"]
 
@@ -147,11 +148,16 @@ def export_onnx(model_path, out, weights=None, tta: str = "crops", opset: int | 
             f"KERAS_BACKEND=tensorflow")
     _need("tf2onnx")
     onnx = _need("onnx")
+    out = check_writable(out, "ONNX export")  # before the conversion, not after it
     with _quiet():  # TensorFlow's notices while it builds the graph
         scorer, sidecar, resolved = _scorer(model_path, weights, tta)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    with atomic_path(out, "ONNX export") as tmp:
+        _write_graph(onnx, keras, scorer, sidecar, resolved, model_path, tmp, opset)
+    return out
+
+
+def _write_graph(onnx, keras, scorer, sidecar, resolved, model_path, tmp, opset):
+    """The scorer's ONNX graph with mlsp's metadata, written to ``tmp``."""
     spec = keras.InputSpec(shape=(None, None, 3), dtype="uint8", name="image")
     with _quiet():
         scorer.export(str(tmp), format="onnx", input_signature=[spec], opset_version=opset,
@@ -168,8 +174,6 @@ def export_onnx(model_path, out, weights=None, tta: str = "crops", opset: int | 
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.save(graph, str(tmp))
-    os.replace(tmp, out)
-    return out
 
 
 @contextlib.contextmanager
@@ -199,13 +203,21 @@ def _fingerprint(model_path) -> str:
     return digest.hexdigest()
 
 
-def cached_export(model_path, weights, tta) -> Path:
-    """The model's ONNX file, exported once next to the model (or in a temporary folder
-    when that folder is read-only) and exported again when the model changes."""
-    onnx = _need("onnx")
+def export_places(model_path) -> list:
+    """Where a model's ONNX export may live: beside the model, then the user's cache
+    (``$XDG_CACHE_HOME/mlsp/onnx/<fingerprint>``, else ``~/.cache/...``), for a model
+    folder that is read-only."""
     folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
-    name = f"model.{tta}.onnx"
-    for place in (folder, Path(tempfile.gettempdir()) / "mlsp-onnx" / _fingerprint(model_path)):
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [folder, cache / "mlsp" / "onnx" / _fingerprint(model_path)]
+
+
+def cached_export(model_path, weights, tta) -> Path:
+    """The model's ONNX file, exported once (next to the model, or in the user's cache when
+    that folder cannot be written) and exported again when the model changes."""
+    onnx = _need("onnx")
+    name, refusals = f"model.{tta}.onnx", []
+    for place in export_places(model_path):
         path = place / name
         if path.is_file():
             graph = onnx.load(str(path), load_external_data=False)
@@ -213,11 +225,13 @@ def cached_export(model_path, weights, tta) -> Path:
             if props.get("mlsp_model") == _fingerprint(model_path):
                 return path
         try:
-            return export_onnx(model_path, path, weights=weights, tta=tta)
-        except PermissionError:
+            check_writable(path, "ONNX export")
+        except OutputError as err:
+            refusals.append(str(err))
             continue
-    raise OnnxUnavailableError(f"{folder}: cannot write the ONNX export there nor in a "
-                               f"temporary folder")
+        return export_onnx(model_path, path, weights=weights, tta=tta)
+    raise OutputError(f"cannot write the ONNX export beside the model nor in the cache: "
+                      f"{refusals[0]}; set XDG_CACHE_HOME to a writable folder")
 
 
 def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) -> list[dict]:
