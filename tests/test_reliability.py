@@ -438,3 +438,33 @@ def test_onnx_runtime_with_a_read_only_model_folder_exports_into_the_user_cache(
             export.cached_export(ro / "m", None, "crops")
     finally:
         _umount(ro)
+
+
+# -- absurd declared sizes -------------------------------------------------------------------
+
+def test_a_small_store_declaring_billions_of_rows_is_damaged_not_allocated(tmp_path):
+    import resource
+
+    import h5py
+    import numpy as np
+
+    from mlsp.cli import main
+    from mlsp.stores.features import FeatureStore, Level
+
+    path = tmp_path / "s.h5"
+    FeatureStore.create(path, ["a", "b"], ["/x/a.jpg", "/x/b.jpg"], {"backbone": "t",
+                        "augmentations": ["a0"]}, [Level("l", 4, 0)], 1, 0).close()
+    n = 3_000_000_000
+    with h5py.File(path, "r+") as h5:  # the header now declares 3e9 rows; nothing written
+        for name in list(h5["images"]):
+            dtype = h5["images"][name].dtype
+            del h5["images"][name]
+            h5["images"].create_dataset(name, (n,), dtype=dtype, chunks=(1024,))
+    assert path.stat().st_size < 1_000_000
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    got = CliRunner().invoke(main, ["info", str(path)])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # < 200 MB
+    lines = [ln for ln in got.output.splitlines() if ln.strip()]
+    assert got.exit_code == 1 and len(lines) == 1, got.output
+    assert "damaged store: the header declares 3,000,000,000 images rows, which cannot fit" \
+        in lines[0] and str(path) in lines[0]
