@@ -468,3 +468,21 @@ def test_a_small_store_declaring_billions_of_rows_is_damaged_not_allocated(tmp_p
     assert got.exit_code == 1 and len(lines) == 1, got.output
     assert "damaged store: the header declares 3,000,000,000 images rows, which cannot fit" \
         in lines[0] and str(path) in lines[0]
+
+
+# -- labels whose scales disagree ------------------------------------------------------------
+
+def test_a_mos_on_0_100_with_votes_over_5_bins_is_refused(tmp_path):
+    from mlsp.labels import load_labels
+
+    f = tmp_path / "l.csv"
+    f.write_text("id,mos,c1,c2,c3,c4,c5\na,72.5,0,1,2,5,2\nb,31,3,4,2,1,0\nc,55,1,2,4,2,1\n")
+    with pytest.raises(ValueError) as err:
+        load_labels(f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: the MOS column and the vote columns c1..c5 are on different "
+                          "scales: MOS spans 31..72.5, the votes score bins 1..5")
+    assert "\n" not in msg
+    # the same votes with a MOS on their own scale (not exactly their mean) are accepted
+    f.write_text("id,mos,c1,c2,c3,c4,c5\na,3.8,0,1,2,5,2\nb,2.1,3,4,2,1,0\nc,3.0,1,2,4,2,1\n")
+    assert load_labels(f).mos.tolist() == [3.8, 2.1, 3.0]
