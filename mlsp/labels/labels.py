@@ -438,8 +438,8 @@ def _csv_labels(path, cols: _Columns, ids, mos, dist, split, score_range) -> Lab
             votes = total
     if cols.mos is not None:
         mos_arr = np.array(mos, dtype=np.float64)
-        if distribution is not None and len(ids):
-            _check_same_scale(path, cols, mos_arr, distribution)
+        if distribution is not None and len(ids) and cols.prefix is not None:
+            _check_same_scale(path, cols, mos_arr, distribution)  # bins named: scale known
     else:
         first = _first_bin(cols)
         mos_arr = distribution @ np.arange(first, first + distribution.shape[1], dtype=np.float64)
