@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..files import UnreadableFileError, display_path, read_regular
+from .formats import decode_raw, plugin_hint, sniff
 
 __all__ = ["ImageDecodeError", "decode_image"]
 
@@ -294,6 +295,17 @@ def _pillow_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         return _to_rgb8(oriented)
 
 
+def _raw_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_raw(data, name, max_pixels, _check_size)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # LibRaw's errors: unsupported camera, damaged data
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ImageDecodeError(name, f"corrupt or unsupported camera RAW data (LibRaw: "
+                                     f"{msg})") from None
+
+
 def decode_image(
     source: str | os.PathLike | bytes,
     name: str | None = None,
@@ -309,6 +321,13 @@ def decode_image(
     name, data = _read_bytes(source, name, max_pixels)
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
+    kind = sniff(data, name)  # HEIC, JPEG XL, camera RAW: optional extras
+    if kind is not None:
+        hint = plugin_hint(kind)
+        if hint is not None:
+            raise ImageDecodeError(name, hint)
+        if kind == "RAW":
+            return _raw_decode(data, name, max_pixels)
     with _pillow_bomb_check_off():
         try:
             return _pillow_decode(data, name, max_pixels)
