@@ -486,3 +486,38 @@ def test_a_mos_on_0_100_with_votes_over_5_bins_is_refused(tmp_path):
     # the same votes with a MOS on their own scale (not exactly their mean) are accepted
     f.write_text("id,mos,c1,c2,c3,c4,c5\na,3.8,0,1,2,5,2\nb,2.1,3,4,2,1,0\nc,3.0,1,2,4,2,1\n")
     assert load_labels(f).mos.tolist() == [3.8, 2.1, 3.0]
+
+
+def test_a_store_path_that_is_a_fifo_or_a_device_is_refused_without_opening_it(tmp_path):
+    from mlsp.cli import main
+
+    os.mkfifo(tmp_path / "s.h5")
+    (tmp_path / "z.h5").symlink_to("/dev/zero")
+    for name, kind in (("s.h5", "a FIFO (named pipe)"), ("z.h5", "a character device")):
+        got = CliRunner().invoke(main, ["info", str(tmp_path / name)])
+        assert got.exit_code == 1
+        assert got.output.strip() == f"Error: {tmp_path / name}: {kind}, not a store file"
+
+
+def test_training_options_refuse_nan_margins():
+    from mlsp.training.config import TrainConfig
+
+    with pytest.raises(OptionError, match="binary_margin must be a finite number >= 0, got nan"):
+        TrainConfig(binary_margin=math.nan).resolved()
+
+
+def test_predict_inputs_skip_sidecars_with_a_count_and_fail_fifos_by_name(tmp_path):
+    from mlsp.trained_head import expand_inputs
+
+    _photo(tmp_path / "a.jpg")
+    (tmp_path / "a.xmp").write_text("<x/>")
+    (tmp_path / "notes.txt").write_text("hello")
+    os.mkfifo(tmp_path / "p.jpg")
+    with pytest.warns(UserWarning, match=r"skipped 2 entries: 1 \.xmp files \(not photos\), "
+                                         r"1 \.txt files \(not photos\)|skipped 2 entries: 1 "
+                                         r"\.txt files \(not photos\), 1 \.xmp"):
+        items = expand_inputs([tmp_path])
+    assert [it.id for it in items] == ["a", "p"]
+    fifo = tmp_path / "direct"
+    os.mkfifo(fifo)
+    assert [it.path for it in expand_inputs([fifo])] == [str(fifo)]  # given: failed when read

@@ -37,11 +37,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ..files import describe_kind
 
 from .errors import (StoreBusyError, StoreDamagedError, StoreError,  # noqa: F401 (re-exported)
                      StoreWriteError, acquire_lock, describe_open_error, os_cause)
@@ -243,6 +246,9 @@ class FeatureStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        kind = path.stat().st_mode
+        if not stat.S_ISREG(kind):  # HDF5 would block on a FIFO, read a device forever
+            raise StoreError(f"{path}: {describe_kind(kind)}, not a store file")
         own = lock is None and mode != "r"
         if own:
             lock = acquire_lock(path)

@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import OptionError
+from ..options import number
 from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
 from ..heads.registry import OBJECTIVES, canonical, get_head
 
@@ -170,6 +171,7 @@ class TrainConfig:
         if self.normalize_inputs not in (AUTO, True, False):
             raise OptionError(f"normalize_inputs must be true, false or 'auto', got "
                               f"{self.normalize_inputs!r}")
+        number("binary_margin", self.binary_margin, 0)
         if self.augment not in AUGMENTS:
             raise OptionError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         return replace(self, head=head, output=output, objective=objective, loss=loss,
