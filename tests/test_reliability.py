@@ -521,3 +521,21 @@ def test_predict_inputs_skip_sidecars_with_a_count_and_fail_fifos_by_name(tmp_pa
     fifo = tmp_path / "direct"
     os.mkfifo(fifo)
     assert [it.path for it in expand_inputs([fifo])] == [str(fifo)]  # given: failed when read
+
+
+def test_train_into_a_read_only_place_is_refused_before_training(tmp_path):
+    from mlsp.cli import main
+
+    ro = tmp_path / "ro"
+    _mount(ro, "size=1m,ro")
+    try:
+        (tmp_path / "l.csv").write_text("id,mos\na,1\n")
+        for extra in ([], ["--folds", "3"]):
+            got = CliRunner().invoke(main, ["train", str(tmp_path / "l.csv"), "--labels",
+                                            str(tmp_path / "l.csv"), "--out",
+                                            str(ro / "model"), *extra])
+            lines = [ln for ln in got.output.splitlines() if ln.strip()]
+            assert got.exit_code == 1 and len(lines) == 1, got.output
+            assert "Read-only file system" in lines[0] and "ro/model" in lines[0]
+    finally:
+        _umount(ro)

@@ -166,7 +166,10 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                    features=feature_kind, binary_margin=binary_margin,
                    normalize_inputs={"on": True, "off": False}.get(normalize_inputs, "auto"),
                    sample_weights=None if sample_weights == "none" else sample_weights)
+    from ..outputs import check_folder_writable
+
     try:
+        check_folder_writable(out_dir, "output folder", make=False)  # before any work
         cv = _cv(folds, seeds, seed)
         labels = _labels(labels_file, test_list, val_fraction, seed)
         if folds:
