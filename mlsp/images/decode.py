@@ -36,7 +36,6 @@ import contextlib
 import io
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import LIST_MAX_BYTES, read_regular
+from .scales import check_same_scale
 
 SPLITS = ("train", "val", "test")
 #: Fewest training images a split may leave (a head and SRCC need at least two).
@@ -404,28 +405,6 @@ def _first_bin(cols: _Columns) -> int:
     return 0 if cols.prefix is not None and _DIST_RE.match(cols.dist[0]).group(2) == "0" else 1
 
 
-def _check_same_scale(path, cols: _Columns, mos, distribution) -> None:
-    """A MOS and rating bins on different scales (MOS 0-100, votes over bins 1-5) would
-    train on one scale and report metrics on the other: refuse them in one line.  The MOS
-    must lie within the bins' scores (half a bin of slack); a MOS that is not exactly the
-    votes' mean (another aggregation, rounding) is accepted."""
-    first = _first_bin(cols)
-    k = np.arange(first, first + distribution.shape[1], dtype=np.float64)
-    valid = np.isfinite(mos) & np.isfinite(distribution).all(axis=1)
-    if not valid.any():
-        return
-    lo, hi = float(mos[valid].min()), float(mos[valid].max())
-    if lo >= k[0] - 0.5 and hi <= k[-1] + 0.5:
-        return
-    means = distribution[valid] @ k
-    names = f"{cols.dist[0]}..{cols.dist[-1]}" if len(cols.dist) > 1 else cols.dist[0]
-    raise ValueError(f"{path}: the MOS column and the vote columns {names} are on different "
-                     f"scales: MOS spans {lo:g}..{hi:g}, the votes score bins "
-                     f"{k[0]:g}..{k[-1]:g} (their means span {means.min():.3g}.."
-                     f"{means.max():.3g}); rescale the MOS to the bins' scale or remove one "
-                     f"of them")
-
-
 def _csv_labels(path, cols: _Columns, ids, mos, dist, split, score_range) -> Labels:
     """Normalised distribution (and votes for count columns), MOS (given, or the
     distribution's mean) and the score range (given, implied by the bins, or observed)."""
@@ -439,7 +418,9 @@ def _csv_labels(path, cols: _Columns, ids, mos, dist, split, score_range) -> Lab
     if cols.mos is not None:
         mos_arr = np.array(mos, dtype=np.float64)
         if distribution is not None and len(ids) and cols.prefix is not None:
-            _check_same_scale(path, cols, mos_arr, distribution)  # bins named: scale known
+            first = _first_bin(cols)  # bins named: their scale is known
+            check_same_scale(path, cols.dist, np.arange(first, first + len(cols.dist),
+                                                        dtype=np.float64), mos_arr, distribution)
     else:
         first = _first_bin(cols)
         mos_arr = distribution @ np.arange(first, first + distribution.shape[1], dtype=np.float64)

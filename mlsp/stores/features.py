@@ -49,6 +49,7 @@ from ..files import describe_kind
 from .errors import (StoreBusyError, StoreDamagedError, StoreError,  # noqa: F401 (re-exported)
                      StoreWriteError, acquire_lock, describe_open_error, os_cause)
 from .lock import StoreLock
+from .sanity import check_declared_rows
 
 FORMAT = "mlsp-features"
 FORMAT_VERSION = 1
@@ -128,32 +129,7 @@ class FeatureStore:
         version = int(self.h5.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             raise StoreError(f"{path}: store format version {version}, this mlsp reads {FORMAT_VERSION}")
-        self._check_declared_rows()
-
-    def _check_declared_rows(self) -> None:
-        """Refuse a header whose declared sizes the file cannot hold, before anything is
-        read: every row of ``images/`` (and every level) costs at least one byte in the file
-        (its ids and paths are stored for real; only feature chunks are sparse), so a small
-        file declaring billions of rows is damaged, not a request for hundreds of GB."""
-        size = os.stat(self.path).st_size
-        rows = {}
-        for group in ("images", "levels"):
-            if group not in self.h5:
-                raise StoreDamagedError(f"{self.path}: damaged store: no '{group}' group")
-            for name, ds in self.h5[group].items():
-                if not isinstance(ds, h5py.Dataset) or not ds.shape:
-                    raise StoreDamagedError(f"{self.path}: damaged store: {group}/{name} is "
-                                            f"not a table")
-                rows.setdefault(group, {})[name] = int(ds.shape[0])
-        for group, counts in rows.items():
-            if len(set(counts.values())) > 1:
-                raise StoreDamagedError(f"{self.path}: damaged store: the {group} tables "
-                                        f"disagree on their length ({counts})")
-            n = next(iter(counts.values()), 0)
-            if n > size:
-                raise StoreDamagedError(f"{self.path}: damaged store: the header declares "
-                                        f"{n:,} {group} rows, which cannot fit in its "
-                                        f"{size:,} bytes")
+        check_declared_rows(self.h5, self.path)
 
     # -- making and opening -------------------------------------------------------------
     @classmethod
