@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import MLSPError, one_line
+from .options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from .vocabulary import AUGMENTATIONS, BACKBONES, ENGINES, POOLING_KINDS, RUNTIMES, TTA_MODES
 
 
@@ -48,13 +49,20 @@ class MLSPGroup(click.Group):
 
 
 def collect_items(inputs, list_file=None, ava=None, images=None):
-    """Image items from the command's inputs (:func:`mlsp.images.sources.collect_items`)."""
-    from .images.sources import collect_items as collect
+    """Image items from the command's inputs (:func:`mlsp.images.sources.collect_items`);
+    what folder walks skipped (sidecars, text) is named in one line."""
+    from collections import Counter
 
+    from .images.sources import collect_items as collect, describe_skipped
+
+    skipped = Counter()
     try:
-        return collect(inputs, list_file, ava, images)
+        items = collect(inputs, list_file, ava, images, skipped=skipped)
     except ValueError as err:
         _fail(str(err))
+    if skipped:
+        click.echo(describe_skipped(skipped), err=True)
+    return items
 
 
 def _print_summary(summary, out):
@@ -87,29 +95,29 @@ def main():
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Image folder for --ava (ID.jpg files).")
 @click.option("--backbone", default="inception_resnet_v2", show_default=True,
               type=click.Choice(BACKBONES))
-@click.option("--alpha", default=1.0, show_default=True, help="Width multiplier (MobileNet backbones).")
+@click.option("--alpha", default=1.0, show_default=True, type=POSITIVE_FLOAT, help="Width multiplier (MobileNet backbones).")
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet' (Keras download/cache), 'bundled' (shipped MobileNetV2-0.35), a weights file, or 'none' (random, seeded).")
 @click.option("--augment", "augmentation", default="crops", show_default=True, type=click.Choice(AUGMENTATIONS),
               help="crops: 8 = 4 corner crops at 87.5% x 2 flips (MLSP); crops+grid: those 8, then their Corner Grid versions (M+MNet; 16); whole: the full image only.")
-@click.option("--wide-size", default=5, show_default=True, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
+@click.option("--wide-size", default=5, show_default=True, type=NONNEGATIVE_INT, help="Wide pooling grid (5 = 5x5); 0 stores narrow features only.")
 @click.option("--pooling", default="area", show_default=True,
               help=f"Comma-separated pooling kinds ({', '.join(POOLING_KINDS)}): area (narrow + wide, always), fore, back (M+MNet ForePool/BackPool to wide size), spp (pyramid 1x1+3x3+4x4).")
-@click.option("--max-side", type=int, default=None, help="Optional cap on the longer side (default: full resolution).")
-@click.option("--workers", default=2, show_default=True, help="Decoding threads.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --weights none.")
+@click.option("--max-side", type=NONNEGATIVE_INT, default=None, help="Optional cap on the longer side (default: full resolution).")
+@click.option("--workers", default=2, show_default=True, type=NONNEGATIVE_INT, help="Decoding threads.")
+@click.option("--seed", default=0, show_default=True, type=NONNEGATIVE_INT, help="Seed for --weights none.")
 @click.option("--retry-failed", is_flag=True, help="Try failed images again.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
-@click.option("--limit", type=int, default=None, help="Stop after this many images (resume later).")
-@click.option("--flush-every", default=16, show_default=True, help="Images buffered between writes (at most this many are lost to a crash).")
+@click.option("--limit", type=POSITIVE_INT, default=None, help="Stop after this many images (resume later).")
+@click.option("--flush-every", default=16, show_default=True, type=NONNEGATIVE_INT, help="Images buffered between writes (at most this many are lost to a crash).")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process only the K-th (0-based) of N contiguous blocks of the input list; join the N stores with `mlsp merge`.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this process (threads); ray: a pool of Ray actors, locally or on a cluster (pip install 'mlsp[ray]').")
 @click.option("--ray-address", default=None, help="With --engine ray: 'auto' (a cluster started with `ray start`), HOST:PORT or ray://HOST:10001; default: a local Ray instance.")
-@click.option("--ray-actors", type=int, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
-@click.option("--ray-gpus-per-actor", type=float, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
-@click.option("--max-memory", type=float, default=None, metavar="GB",
+@click.option("--ray-actors", type=POSITIVE_INT, default=None, help="Model replicas (Ray actors); default one per GPU, else one per 2 CPUs.")
+@click.option("--ray-gpus-per-actor", type=NONNEGATIVE_FLOAT, default=0, show_default=True, help="GPUs each actor reserves (e.g. 1, or 0.5 to share one).")
+@click.option("--max-memory", type=POSITIVE_FLOAT, default=None, metavar="GB",
               help="Activation memory one forward pass may use; a bigger image is downscaled just enough (recorded in images/scale). Default: a quarter of the machine's RAM.")
 @click.option("--no-space-check", is_flag=True, help="Start even when the free disk space looks too small for the pending images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -148,12 +156,31 @@ def extract(inputs, out, list_file, ava, images, backbone, alpha, weights, augme
         _fail("--" + str(err).replace("_", "-"))
     if engine != "ray" and (ray_address or ray_actors or ray_gpus_per_actor):
         raise click.UsageError("--ray-address/--ray-actors/--ray-gpus-per-actor need --engine ray")
-    summary = run_extraction(items, out, opts, engine=engine, extra_config=extra,
-                             ray_address=ray_address, ray_actors=ray_actors,
-                             ray_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
-                             retry_failed=retry_failed, overwrite=overwrite, limit=limit,
-                             space_check=not no_space_check)  # errors: one line (MLSPGroup)
+    try:
+        summary = run_extraction(items, out, opts, engine=engine, extra_config=extra,
+                                 ray_address=ray_address, ray_actors=ray_actors,
+                                 ray_gpus_per_actor=ray_gpus_per_actor, progress=not quiet,
+                                 retry_failed=retry_failed, overwrite=overwrite, limit=limit,
+                                 space_check=not no_space_check)  # errors: one line (MLSPGroup)
+    except KeyboardInterrupt:
+        _interrupted(out)
     _print_summary(summary, out)
+
+
+def _interrupted(out):
+    """Ctrl-C (SIGINT): what is written is kept; one line with the counts, exit code 130
+    (128 + SIGINT), never 0, so a script sees that work is left."""
+    from .stores.features import DONE, FAILED, PENDING, FeatureStore, StoreError
+
+    try:
+        with FeatureStore.open(out) as fs:
+            st = fs.status
+        counts = (f"{int((st == DONE).sum())} done, {int((st == FAILED).sum())} failed, "
+                  f"{int((st == PENDING).sum())} pending of {st.size}; ")
+    except (StoreError, OSError, KeyError):
+        counts = ""
+    click.echo(f"{out}: interrupted; {counts}run the same command again to resume", err=True)
+    sys.exit(130)
 
 
 @main.command()
@@ -233,9 +260,9 @@ def merge(shards, out, copy):
 
 @main.command()
 @click.option("--out", default="mlsp-demo", show_default=True, type=click.Path(file_okay=False), help="Folder for the data set, store and reports.")
-@click.option("-n", "--images", "n_images", default=160, show_default=True, help="Number of generated images.")
+@click.option("-n", "--images", "n_images", default=160, show_default=True, type=POSITIVE_INT, help="Number of generated images.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True)
-@click.option("--alpha", default=0.35, show_default=True)
+@click.option("--alpha", default=0.35, show_default=True, type=POSITIVE_FLOAT)
 @click.option("--weights", default="bundled", show_default=True, help="Default: the ImageNet MobileNetV2-0.35 shipped with mlsp (works offline).")
 @click.option("--quiet", is_flag=True)
 def demo(out, n_images, backbone, alpha, weights, quiet):
@@ -253,7 +280,7 @@ def demo(out, n_images, backbone, alpha, weights, quiet):
               help="Backbone weights (file, folder, 'bundled' or 'imagenet') when not found automatically; checked against the model's SHA-256.")
 @click.option("--tta", default="crops", show_default=True, type=click.Choice(TTA_MODES),
               help="crops: the 8 MLSP crops averaged inside the graph (the scores of `mlsp predict`); whole: one pass over the whole image (about 6x less work, not the trained average).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=POSITIVE_INT, default=None, help="ONNX opset (default: the exporter's).")
 def export(model, out, weights, tta, opset):
     """Write a trained MODEL as one ONNX file: an RGB image of any size in, its score out.
 

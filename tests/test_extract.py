@@ -123,7 +123,8 @@ def test_odd_and_broken_inputs_are_recorded_not_fatal(tmp_path, model):
     ok = cv2.imencode(".jpg", np.full((90, 90, 3), 128, np.uint8))[1].tobytes()
     (src / "truncated.jpg").write_bytes(ok[: len(ok) // 2])
     (src / "empty.jpg").write_bytes(b"")
-    (src / "notes.txt").write_text("not an image")
+    (src / "notes").write_text("not an image")  # no extension: judged by content
+    (src / "notes.xmp").write_text("<x/>")  # a sidecar: skipped, not a failed image
     cv2.imwrite(str(src / "tiny.png"), np.zeros((3, 3, 3), np.uint8))
     cv2.imwrite(str(src / "gray.png"), np.full((80, 100), 200, np.uint8))
     items = from_folder(src)

@@ -34,7 +34,7 @@ def test_a_small_jpeg_claiming_14000_squared_fails_fast_as_truncated():
     t = time.monotonic()
     with pytest.raises(ImageDecodeError, match="truncated image data") as err:
         decode_image(data, "huge.jpg")
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 20  # generous: a guard against decoding 196 MP, not a benchmark
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100_000  # < 100 MB more
     assert "14000 x 14000" in str(err.value) and "\n" not in str(err.value)
 

@@ -41,7 +41,7 @@ def _start_and_kill(cmd, out, delay, env, min_done=0):
     """Start an extraction, wait until ``min_done`` more rows are done, wait ``delay``, kill -9."""
     before = _done_now(out) if out.exists() else 0
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a hang guard: a loaded machine starts slowly
     while proc.poll() is None and time.monotonic() < deadline:
         if out.exists() and _done_now(out) >= before + min_done:
             break

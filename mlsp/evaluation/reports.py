@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import atomic_path, write_atomic
+
 __all__ = ["fmt", "jsonable", "write_json", "write_predictions", "write_history"]
 
 
@@ -33,12 +35,13 @@ def jsonable(x):
 
 
 def write_json(path, obj):
-    Path(path).write_text(json.dumps(jsonable(obj), indent=2) + "\n")
+    """Written whole or not at all (:func:`mlsp.outputs.write_atomic`)."""
+    write_atomic(path, json.dumps(jsonable(obj), indent=2) + "\n", Path(path).name)
 
 
 def write_predictions(path, ids, split, mos_true, mos_pred, dist_pred):
     """id, split, true and predicted MOS (and the predicted distribution p1..pK)."""
-    with open(path, "w", newline="") as f:
+    with atomic_path(path, Path(path).name) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         k = 0 if dist_pred is None else dist_pred.shape[1]
         w.writerow(["id", "split", "mos_true", "mos_pred", *(f"p{i + 1}" for i in range(k))])
@@ -51,7 +54,7 @@ def write_predictions(path, ids, split, mos_true, mos_pred, dist_pred):
 
 def write_history(path, history: dict):
     """One row per epoch (1-based), one column per recorded quantity."""
-    with open(path, "w", newline="") as f:
+    with atomic_path(path, Path(path).name) as tmp, open(tmp, "w", newline="") as f:
         keys = list(history)
         w = csv.writer(f)
         w.writerow(["epoch", *keys])

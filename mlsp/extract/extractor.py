@@ -23,11 +23,12 @@ import numpy as np
 
 from .. import __version__
 from ..images.sources import collect_items
+from ..options import check_whole, number, whole
 from ..stores.features import (DONE, FAILED, PENDING, FeatureStore, StoreError, acquire_lock,
                                config_mismatch)
 from .augment import CROP_MODES, augmentation_names
 from .model import SPP_LEVELS, MLSPModel, normalize_pooling
-from .worker import RowWriter, image_results, prepare, run_model
+from .worker import RowWriter, image_results, known_failures, prepare, run_model
 
 
 @dataclass
@@ -57,22 +58,16 @@ class ExtractOptions:
     flush_seconds: float = 5.0
 
     def __post_init__(self):
-        """Refuse values that cannot mean anything, naming the option."""
-        def whole(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < low:
-                raise ValueError(f"{name} must be a whole number >= {low}, got {v!r}")
-
-        whole("wide_size", 0)
-        whole("workers", 0)
-        whole("flush_every", 0)
-        whole("max_pixels", 1)
-        if self.max_side is not None:
-            whole("max_side", 0)  # 0 = no cap
-        if self.max_memory is not None:
-            whole("max_memory", 1)
-        if not 0 < float(self.crop_fraction) <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+        """Refuse values that cannot mean anything, naming the option (:mod:`mlsp.options`)."""
+        for name, low in (("wide_size", 0), ("workers", 0), ("flush_every", 0),
+                          ("max_pixels", 1), ("prefetch", 0), ("max_batch_pixels", 1),
+                          ("seed", 0)):
+            whole(name, getattr(self, name), low)
+        check_whole("max_side", self.max_side, 0, optional=True)  # 0 = no cap
+        check_whole("max_memory", self.max_memory, 1, optional=True)
+        number("alpha", self.alpha, 0, low_open=True)
+        number("crop_fraction", self.crop_fraction, 0, 1, low_open=True)
+        number("flush_seconds", self.flush_seconds, 0)
 
 
 def check_max_side(opts: ExtractOptions, min_side: int) -> None:
@@ -350,16 +345,19 @@ def extract(items, out, opts: ExtractOptions | None = None, model: MLSPModel | N
     from tqdm.auto import tqdm
 
     opts = build_options(opts, options)
+    limit = check_whole("limit", limit, 1, optional=True)
     items = collect_items(items, allow_empty=True)
     model, store, lock = open_job(out, items, opts, model, retry_failed, overwrite,
                                   extra_config, space_check, limit)
     try:
-        pending = np.flatnonzero(store.status == PENDING)
+        pending, known = known_failures(items, np.flatnonzero(store.status == PENDING))
         if limit is not None:
             pending = pending[:limit]
         jobs = [(int(i), str(items[i].path)) for i in pending]
         start = time.monotonic()
         writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
+        for result in known:
+            writer.put(result)
         bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True,
                    desc=f"extract {Path(out).name}")
         try:

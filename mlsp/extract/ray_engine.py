@@ -59,11 +59,12 @@ import numpy as np
 from ..stores.features import PENDING
 from .augment import augmentation_names
 from ..images.sources import collect_items
+from ..options import check_whole
 from .extractor import ExtractOptions, ExtractSummary, build_options, open_job, summarize
 from ..errors import BackendUnavailableError
 from .extractor import bytes_per_image as store_bytes_per_image
 from .model import MLSPModel, normalize_pooling
-from .worker import ImageResult, RowWriter, image_results
+from .worker import ImageResult, RowWriter, image_results, known_failures
 
 __all__ = ["extract_with_ray", "RayUnavailableError"]
 
@@ -224,6 +225,7 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
 
     ray = _import_ray()
     opts = build_options(opts, options)
+    limit = check_whole("limit", limit, 1, optional=True)
     items = collect_items(items, allow_empty=True)
     if batch_images < 1:
         raise ValueError("batch_images must be at least 1")
@@ -235,9 +237,11 @@ def extract_with_ray(items, out, opts: ExtractOptions | None = None, address=Non
     started_ray = False
     writer = RowWriter(store, opts.flush_every, opts.flush_seconds)
     try:
-        pending = np.flatnonzero(store.status == PENDING)
+        pending, known = known_failures(items, np.flatnonzero(store.status == PENDING))
         if limit is not None:
             pending = pending[:limit]
+        for result in known:
+            writer.put(result)
         paths = [str(it.path) for it in items]
         shapes = model.feature_shapes
         bytes_per_image = store_bytes_per_image(model, opts)

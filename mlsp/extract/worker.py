@@ -22,7 +22,8 @@ from ..images.decode import ImageDecodeError, decode_image
 from .augment import CROP_MODES, augment, fit_scale, rescale
 
 __all__ = ["ImageResult", "prepare", "activation_bytes_per_pixel", "default_max_memory",
-           "load_image", "run_model", "forward", "image_results", "RowWriter"]
+           "load_image", "run_model", "forward", "image_results", "RowWriter",
+           "known_failures"]
 
 
 class SizeRefused(ValueError):
@@ -202,6 +203,17 @@ def image_results(model, jobs, opts, pool, ahead: int, on_start=None):
     finally:  # stopped early (Ctrl-C, a write error): drop what was decoded ahead
         for future in window:
             future.cancel()
+
+
+def known_failures(items, pending):
+    """Split ``pending`` rows into those to open and the :class:`ImageResult` failures of
+    items that carry their ``error`` already (a folder that cannot be listed, a name that is
+    not UTF-8): those are recorded with that reason, never opened."""
+    bad = [int(i) for i in pending if getattr(items[int(i)], "error", None)]
+    if not bad:
+        return pending, []
+    keep = np.setdiff1d(np.asarray(pending, dtype=np.int64), bad)
+    return keep, [ImageResult(i, error=str(items[i].error)) for i in bad]
 
 
 class RowWriter(threading.Thread):

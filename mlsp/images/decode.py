@@ -36,12 +36,13 @@ import contextlib
 import io
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DecodeError
+from ..files import UnreadableFileError, display_path, read_regular
+from .formats import decode_raw, plugin_hint, sniff
 
 __all__ = ["ImageDecodeError", "decode_image"]
 
@@ -103,18 +104,18 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _read_bytes(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, bytes]:
-    """Return (name for messages, file content)."""
+def _read_bytes(source: str | os.PathLike | bytes, name: str | None,
+                max_pixels: int) -> tuple[str, bytes]:
+    """Return (name for messages, file content): a regular file only (a FIFO or a device
+    would block or never end), at most what ``max_pixels`` can need (8 bytes a pixel,
+    16-bit RGBA uncompressed, plus 64 MB of metadata)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return name or "<bytes>", bytes(source)
-    name = name or os.fspath(source)
+    name = name or display_path(source)
     try:
-        return name, Path(source).read_bytes()
-    except OSError as e:
-        if os.path.islink(source) and not os.path.exists(source):
-            raise ImageDecodeError(
-                name, f"broken symbolic link (to {os.readlink(source)})") from None
-        raise ImageDecodeError(name, f"cannot read file: {e.strerror or e}") from None
+        return name, read_regular(source, 8 * max_pixels + (64 << 20), "image file", name)
+    except UnreadableFileError as err:
+        raise ImageDecodeError(name, err.cause) from None
 
 
 def _u16_to_u8(a: np.ndarray) -> np.ndarray:
@@ -294,6 +295,17 @@ def _pillow_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         return _to_rgb8(oriented)
 
 
+def _raw_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_raw(data, name, max_pixels, _check_size)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # LibRaw's errors: unsupported camera, damaged data
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ImageDecodeError(name, f"corrupt or unsupported camera RAW data (LibRaw: "
+                                     f"{msg})") from None
+
+
 def decode_image(
     source: str | os.PathLike | bytes,
     name: str | None = None,
@@ -306,9 +318,16 @@ def decode_image(
     pixels are refused from their header, before decoding. Every failure raises
     `ImageDecodeError` (a ``ValueError``) with a one-line message.
     """
-    name, data = _read_bytes(source, name)
+    name, data = _read_bytes(source, name, max_pixels)
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
+    kind = sniff(data, name)  # HEIC, JPEG XL, camera RAW: optional extras
+    if kind is not None:
+        hint = plugin_hint(kind)
+        if hint is not None:
+            raise ImageDecodeError(name, hint)
+        if kind == "RAW":
+            return _raw_decode(data, name, max_pixels)
     with _pillow_bomb_check_off():
         try:
             return _pillow_decode(data, name, max_pixels)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from ..errors import ModelFileError
 from ..feature_kinds import KIND_POOLING
+from ..files import LIST_MAX_BYTES, read_regular
 from ..stores.features import FeatureStore, StoreError, config_mismatch
+from .model_check import FINGERPRINT_KEY, check_belongs, check_sidecar, fingerprint
 
 __all__ = ["MODEL_FILE", "SIDECAR", "SIDECAR_FORMAT", "make_sidecar", "read_model",
            "write_model", "check_compatible", "model_folder"]
@@ -72,11 +74,12 @@ def read_model(path):
     if not model_file.is_file() or not side_file.is_file():
         raise FileNotFoundError(f"{path}: no trained model here (need {MODEL_FILE} and {SIDECAR})")
     try:
-        sidecar = json.loads(side_file.read_text())
+        sidecar = json.loads(read_regular(side_file, LIST_MAX_BYTES, "model sidecar"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ModelFileError(f"cannot read {side_file}: {_first_line(err)}") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
         raise ModelFileError(f"{side_file}: not an mlsp model sidecar")
+    check_sidecar(sidecar, side_file)
     # every head is built from serialisable layers / ops (multi_3fc slices with GetItem,
     # no Lambda), so models always load in safe mode: no code from the file is run.
     from ..heads import mnet  # noqa: F401  (registers ChannelSlice and the pooling layers)
@@ -90,6 +93,7 @@ def read_model(path):
         model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     except Exception as err:  # a damaged zip, a truncated file, an unknown layer
         raise ModelFileError(f"cannot read {model_file}: {_first_line(_root(err))}") from None
+    check_belongs(model, sidecar, model_file, side_file)
     return model, sidecar
 
 
@@ -110,6 +114,7 @@ def write_model(folder, model, sidecar) -> list:
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    sidecar[FINGERPRINT_KEY] = fingerprint(model)  # ties model.keras to this model.json
     model.save(out / MODEL_FILE)
     write_json(out / SIDECAR, sidecar)
     return [out / MODEL_FILE, out / SIDECAR]

@@ -22,12 +22,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, one_line
+from ..outputs import OutputError, check_writable
 from ..vocabulary import TTA_MODES, check_choice
 
 __all__ = ["export_onnx", "predict_onnx", "cached_export", "TTA_MODES", "OnnxUnavailableError"]
@@ -141,11 +141,16 @@ def export_onnx(model_path, out, weights=None, tta: str = "crops", opset: int | 
             f"KERAS_BACKEND=tensorflow")
     _need("tf2onnx")
     onnx = _need("onnx")
+    out = check_writable(out, "ONNX export")  # before the conversion, not after it
     with _quiet():  # TensorFlow's notices while it builds the graph
         scorer, sidecar, resolved = _scorer(model_path, weights, tta)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    with atomic_path(out, "ONNX export") as tmp:
+        _write_graph(onnx, keras, scorer, sidecar, resolved, model_path, tmp, opset)
+    return out
+
+
+def _write_graph(onnx, keras, scorer, sidecar, resolved, model_path, tmp, opset):
+    """The scorer's ONNX graph with mlsp's metadata, written to ``tmp``."""
     spec = keras.InputSpec(shape=(None, None, 3), dtype="uint8", name="image")
     with _quiet():
         scorer.export(str(tmp), format="onnx", input_signature=[spec], opset_version=opset,
@@ -162,8 +167,6 @@ def export_onnx(model_path, out, weights=None, tta: str = "crops", opset: int | 
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.save(graph, str(tmp))
-    os.replace(tmp, out)
-    return out
 
 
 @contextlib.contextmanager
@@ -193,11 +196,17 @@ def _fingerprint(model_path) -> str:
     return digest.hexdigest()
 
 
-def _cache_places(model_path, tta) -> list:
+def export_places(model_path) -> list:
+    """Where a model's ONNX export may live: beside the model, then the user's cache
+    (``$XDG_CACHE_HOME/mlsp/onnx/<fingerprint>``, else ``~/.cache/...``), for a model
+    folder that is read-only."""
     folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
-    name = f"model.{tta}.onnx"
-    return [folder / name,
-            Path(tempfile.gettempdir()) / "mlsp-onnx" / _fingerprint(model_path) / name]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [folder, cache / "mlsp" / "onnx" / _fingerprint(model_path)]
+
+
+def _cache_places(model_path, tta) -> list:
+    return [place / f"model.{tta}.onnx" for place in export_places(model_path)]
 
 
 def existing_export(model_path, tta):
@@ -214,19 +223,21 @@ def existing_export(model_path, tta):
 
 
 def cached_export(model_path, weights, tta) -> Path:
-    """The model's ONNX file, exported once next to the model (or in a temporary folder
-    when that folder is read-only) and exported again when the model changes."""
+    """The model's ONNX file, exported once (next to the model, or in the user's cache when
+    that folder cannot be written) and exported again when the model changes."""
     found = existing_export(model_path, tta)
     if found is not None:
         return found
-    folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    refusals = []
     for path in _cache_places(model_path, tta):
         try:
-            return export_onnx(model_path, path, weights=weights, tta=tta)
-        except PermissionError:
+            check_writable(path, "ONNX export")
+        except OutputError as err:
+            refusals.append(str(err))
             continue
-    raise OnnxUnavailableError(f"{folder}: cannot write the ONNX export there nor in a "
-                               f"temporary folder")
+        return export_onnx(model_path, path, weights=weights, tta=tta)
+    raise OutputError(f"cannot write the ONNX export beside the model nor in the cache: "
+                      f"{refusals[0]}; set XDG_CACHE_HOME to a writable folder")
 
 
 def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) -> list[dict]:
@@ -244,6 +255,9 @@ def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) ->
     rows = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
         row = {"id": it.id, "path": str(it.path), "score": None}
+        if it.error:
+            rows.append({**row, "error": it.error})
+            continue
         try:
             image = decode_image(str(it.path))
             scale = fit_scale(*image.shape[:2], meta["min_side"], meta["max_side"] or None,

@@ -67,21 +67,28 @@ def predict_averaged(model, features: StoreFeatures, rows, batch_size: int = 128
 
 
 def expand_inputs(paths_or_folders) -> list:
-    """ImageItems for files and (recursively) folders, in the order given."""
-    from ..images.sources import ImageItem, from_folder
+    """ImageItems for files and (recursively) folders, in the order given.  What a folder
+    walk skips (sidecars, text) is named in one warning; items that cannot be stored or
+    opened carry their ``error`` (see :func:`mlsp.images.sources.from_folder`)."""
+    import warnings
+    from collections import Counter
+
+    from ..images.sources import ImageItem, describe_skipped, from_folder, storable_item
 
     if isinstance(paths_or_folders, (str, os.PathLike)):
         paths_or_folders = [paths_or_folders]
-    items = []
+    items, skipped = [], Counter()
     for p in paths_or_folders:
         p = Path(p)
         if p.is_dir():
-            items += from_folder(p)
-        elif p.is_file():
+            items += from_folder(p, skipped=skipped)
+        elif p.exists() or p.is_symlink():  # a FIFO or a device fails when read, by name
             items.append(ImageItem(p.stem, str(p)))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return items
+    if skipped:
+        warnings.warn(describe_skipped(skipped), stacklevel=3)
+    return [storable_item(it) for it in items]
 
 
 def find_weights(features: dict, hint=None, model_dir=None):
@@ -134,9 +141,12 @@ def score_images(head, paths_or_folders, weights=None, progress: bool = True,
     index = level_index(featurizer.levels, sidecar)
     parts = feature_parts(sidecar["pooling"])
     out = []
-    results = featurizer.results([it.path for it in items])
-    for it, res in tqdm(zip(items, results), total=len(items), desc="predict", unit="img",
-                        disable=not progress, dynamic_ncols=True):
+    results = iter(featurizer.results([it.path for it in items if not it.error]))
+    for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
+        if it.error:  # not a regular file, an unstorable name: named, not read
+            out.append(_row(it.id, str(it.path), None, None, it.error))
+            continue
+        res = next(results)
         if not res.ok:  # one unreadable file must not stop the others
             out.append(_row(it.id, str(it.path), None, None, one_line(res.error)))
             continue

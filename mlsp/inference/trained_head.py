@@ -175,7 +175,10 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     with ``out_dir``: evaluation.json, predictions.csv and scatter.png there."""
     from ..evaluation.plots import plot_scatter
     from ..evaluation.reports import write_json, write_predictions
+    from ..outputs import check_folder_writable
 
+    if out_dir is not None:  # before the evaluation, not after it
+        check_folder_writable(out_dir, "evaluation folder")
     head = _as_head(model_path)
     res, lab, mos_pred, dist_pred = _evaluate(head, store_path, labels, split, batch_size,
                                               progress)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import LIST_MAX_BYTES, read_regular
+from .scales import check_same_scale
+
 SPLITS = ("train", "val", "test")
 #: Fewest training images a split may leave (a head and SRCC need at least two).
 MIN_TRAIN = 2
@@ -219,11 +222,10 @@ def read_id_list(path) -> list[str]:
     (.jpg, .png, ...) are stripped, so ``images/953619.jpg`` reads as ``953619``.
     """
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            s = line.strip()
-            if s and not s.startswith("#"):
-                out.append(_IMAGE_EXT.sub("", s.replace("\\", "/").rsplit("/", 1)[-1]))
+    for line in _read_regular(path).decode("utf-8").splitlines():
+        s = line.strip()
+        if s and not s.startswith("#"):
+            out.append(_IMAGE_EXT.sub("", s.replace("\\", "/").rsplit("/", 1)[-1]))
     return out
 
 
@@ -242,7 +244,7 @@ def read_text(path) -> str:
     """A label file's text: UTF-8 (a BOM is dropped); a file that is not UTF-8 is read
     as Latin-1 (every byte is a character there), with a warning naming the first line
     that is not UTF-8."""
-    data = Path(path).read_bytes()
+    data = _read_regular(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -415,6 +417,10 @@ def _csv_labels(path, cols: _Columns, ids, mos, dist, split, score_range) -> Lab
             votes = total
     if cols.mos is not None:
         mos_arr = np.array(mos, dtype=np.float64)
+        if distribution is not None and len(ids) and cols.prefix is not None:
+            first = _first_bin(cols)  # bins named: their scale is known
+            check_same_scale(path, cols.dist, np.arange(first, first + len(cols.dist),
+                                                        dtype=np.float64), mos_arr, distribution)
     else:
         first = _first_bin(cols)
         mos_arr = distribution @ np.arange(first, first + distribution.shape[1], dtype=np.float64)
@@ -457,14 +463,18 @@ def load_csv(path, id_col=None, mos_col=None, dist_cols=None, split_col=None,
 
 
 def _looks_like_ava(path: Path) -> bool:
-    with open(path, "rb") as f:
-        for raw in f:
-            s = raw.decode("utf-8", "replace").strip()
-            if not s or s.startswith("#"):
-                continue
-            fields = s.split()
-            return len(fields) == 15 and all(re.fullmatch(r"-?\d+", x) for x in fields)
+    for raw in _read_regular(path).splitlines():
+        s = raw.decode("utf-8", "replace").strip()
+        if not s or s.startswith("#"):
+            continue
+        fields = s.split()
+        return len(fields) == 15 and all(re.fullmatch(r"-?\d+", x) for x in fields)
     return False
+
+
+def _read_regular(path) -> bytes:
+    """A label or id-list file's bytes: a regular file only (:func:`mlsp.files.read_regular`)."""
+    return read_regular(path, LIST_MAX_BYTES, "label file")
 
 
 def load_labels(path, **kw) -> Labels:

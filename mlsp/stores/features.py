@@ -37,15 +37,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..files import describe_kind
+
 from .errors import (StoreBusyError, StoreDamagedError, StoreError,  # noqa: F401 (re-exported)
                      StoreWriteError, acquire_lock, describe_open_error, os_cause)
 from .lock import StoreLock
+from .sanity import check_declared_rows
 
 FORMAT = "mlsp-features"
 FORMAT_VERSION = 1
@@ -125,6 +129,7 @@ class FeatureStore:
         version = int(self.h5.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             raise StoreError(f"{path}: store format version {version}, this mlsp reads {FORMAT_VERSION}")
+        check_declared_rows(self.h5, self.path)
 
     # -- making and opening -------------------------------------------------------------
     @classmethod
@@ -217,6 +222,9 @@ class FeatureStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        kind = path.stat().st_mode
+        if not stat.S_ISREG(kind):  # HDF5 would block on a FIFO, read a device forever
+            raise StoreError(f"{path}: {describe_kind(kind)}, not a store file")
         own = lock is None and mode != "r"
         if own:
             lock = acquire_lock(path)

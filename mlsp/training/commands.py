@@ -8,12 +8,14 @@ import csv
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from ..errors import MLSPError, one_line
 from ..heads.registry import HEAD_NAMES, heads_for
+from ..options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT
 from ..vocabulary import (FEATURE_KINDS, FEED_MODES, LOSSES, OBJECTIVES, OUTPUTS, PRECISIONS,
                           RUNTIMES, SAMPLE_WEIGHTS, canonical)
 from .config import DEFAULTS
@@ -83,11 +85,11 @@ def _cv(folds, seeds, seed) -> dict:
 def _training_run_options(fn):
     """The options every ``ablate pooling`` / ``ablate objective`` run shares."""
     for opt in reversed([
-            click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int),
+            click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT),
             click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP),
             click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
-                         type=int),
-            click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int),
+                         type=POSITIVE_INT),
+            click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT),
             click.option("--test-list", type=click.Path(exists=True)),
             click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP),
             click.option("--out", "out_dir", default="ablation", show_default=True,
@@ -104,19 +106,19 @@ def _training_run_options(fn):
 @click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(HEAD_NAMES))
 @click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
 @click.option("--output", default=DEFAULTS.output, show_default=True, type=Names(OUTPUTS))
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int,
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT,
               help="Upper limit; the schedule stops earlier when the lowest rate stops improving.")
-@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int)
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=POSITIVE_INT)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--augment", default=DEFAULTS.augment, show_default=True,
               type=Names(FEED_MODES),
               help="Stored augmentations fed per epoch: one random (MLSP sec. 3.1), all 8, or "
                    "auto = all below 20,000 training images, else random.")
-@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
 @click.option("--out", "out_dir", default="mlsp-model", show_default=True, type=click.Path())
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
-@click.option("--width", default=None, type=int, help="Width X of the first FC layer.")
+@click.option("--width", default=None, type=POSITIVE_INT, help="Width X of the first FC layer.")
 @click.option("--distribute", is_flag=True,
               help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
                    "TensorFlow: MirroredStrategy).")
@@ -137,7 +139,7 @@ def _training_run_options(fn):
 @click.option("--features", "feature_kind", default=None,
               type=Names(FEATURE_KINDS),
               help="Stored feature kind (default: from the head).")
-@click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=float,
+@click.option("--binary-margin", default=DEFAULTS.binary_margin, show_default=True, type=NONNEGATIVE_FLOAT,
               help="multitask head: leave out of the binary loss images whose MOS lies within "
                    "this margin of the threshold (MTP-NasNet sec. 4.3).")
 @click.option("--normalize-inputs", default="auto", show_default=True,
@@ -161,7 +163,10 @@ def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augm
                    features=feature_kind, binary_margin=binary_margin,
                    normalize_inputs={"on": True, "off": False}.get(normalize_inputs, "auto"),
                    sample_weights=None if sample_weights == "none" else sample_weights)
+    from ..outputs import check_folder_writable
+
     try:
+        check_folder_writable(out_dir, "output folder", make=False)  # before any work
         cv = _cv(folds, seeds, seed)
         options.update(_test_ids(test_list))
         if folds:
@@ -245,25 +250,43 @@ def predict(model, photos, store, weights, fmt, output, runtime):
     With --features STORE, scores come from the stored features; PHOTOS (file names
     or ids) then pick images of the store, all of them when omitted."""
     from ..inference.trained_head import predict_images, predict_store
+    from ..outputs import check_writable, write_atomic
 
     try:
+        if output:  # found before the scoring, not after it
+            check_writable(output, "predictions")
         if store:  # ids as stored (they may contain '/'), or file names
             rows = predict_store(model, store, ids=list(photos) or None, progress=False)
         else:
             if not photos:
                 raise click.UsageError("give PHOTOS (files or folders), or --features STORE")
-            rows = predict_images(model, photos, weights=weights, progress=output is not None,
-                                  runtime=runtime)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                rows = predict_images(model, photos, weights=weights,
+                                      progress=output is not None, runtime=runtime)
+            for w in caught:  # what the folder walk skipped: one plain line
+                if str(w.message).startswith("skipped "):
+                    click.echo(str(w.message), err=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     except USER_ERRORS as err:
         _fail(err)
     text = _format(rows, fmt)
     if output:
-        Path(output).write_text(text)
+        try:
+            write_atomic(output, text, "predictions")
+        except MLSPError as err:
+            _fail(err)
         ok = [r["score"] for r in rows if r["score"] is not None]
         click.echo(f"scored {len(ok)} of {len(rows)} images"
                    + (f" (mean {sum(ok) / len(ok):.3f})" if ok else "") + f"; wrote {output}")
     else:
-        sys.stdout.write(text)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as err:  # e.g. redirected to a full device
+            _fail(OSError(f"cannot write the predictions to standard output: "
+                          f"{err.strerror or err}"))
 
 
 def _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options):
@@ -288,9 +311,9 @@ def ablate():
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
 @click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(heads_for("levels")))
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
-@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
 @click.option("--test-list", type=click.Path(exists=True))
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())

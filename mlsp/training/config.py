@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import OptionError
 from ..heads.registry import get_head
+from ..options import number
 from ..vocabulary import (FEATURE_KINDS, FEED_MODES, GRID_KINDS, LOSSES, OBJECTIVES, OUTPUTS,
                           PRECISIONS, canonical)
 from ..vocabulary import SAMPLE_WEIGHTS as VOCAB_SAMPLE_WEIGHTS
@@ -169,6 +170,7 @@ class TrainConfig:
         if self.normalize_inputs not in (AUTO, True, False):
             raise OptionError(f"normalize_inputs must be true, false or 'auto', got "
                               f"{self.normalize_inputs!r}")
+        number("binary_margin", self.binary_margin, 0)
         if self.augment not in AUGMENTS:
             raise OptionError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         return replace(self, head=head, output=output, objective=objective, loss=loss,

@@ -257,9 +257,10 @@ def train_head(store_path, labels, head: str = TrainConfig.head, out_dir="mlsp-m
     ``progress`` it prints the alignment, one line an epoch and a summary.
     Options: those of :class:`.config.TrainConfig`.
     """
+    from ..outputs import check_folder_writable
     from .report import write_training_report
 
-    out = Path(out_dir)
+    out = check_folder_writable(out_dir, "training output folder", make=False)  # before training
     result = train(store_path, labels, head=head, name=name or out.name, progress=progress,
                    verbose=verbose, **options)
     result.out_dir = out
