@@ -13,7 +13,7 @@ import csv
 import errno
 import io
 import os
-import warnings
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +259,7 @@ def collect_items(inputs=(), list_file=None, ava=None, images=None,
     with ``images``: see :func:`from_ava`.  Ids must be unique.  Raises ``ValueError``
     with one line naming the input and the cause (``allow_empty``: an empty result is
     returned, not refused).  ``skipped``: a Counter that receives what folder walks
-    skipped (sidecars, text; see :func:`from_folder`); without one, a warning names them.
+    skipped (sidecars, text; see :func:`from_folder`); without one, they are logged (INFO, logger ``mlsp.images.sources``).
     The one collector of the library, the CLI and both engines.
     """
     if isinstance(inputs, (str, os.PathLike, ImageItem)):
@@ -301,7 +301,7 @@ def collect_items(inputs=(), list_file=None, ava=None, images=None,
         raise ValueError("no input images: give folders or files, --list FILE, "
                          "or --ava AVA.txt --images DIR")
     if own and skipped:
-        warnings.warn(describe_skipped(skipped), stacklevel=2)
+        logging.getLogger(__name__).info(describe_skipped(skipped))  # silent library
     items = [storable_item(it) for it in items]
     check_unique(items)
     return items

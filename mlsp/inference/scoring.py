@@ -66,18 +66,19 @@ def predict_averaged(model, features: StoreFeatures, rows, batch_size: int = 128
     return np.concatenate(outs)
 
 
-def expand_inputs(paths_or_folders) -> list:
+def expand_inputs(paths_or_folders, skipped=None) -> list:
     """ImageItems for files and (recursively) folders, in the order given.  What a folder
-    walk skips (sidecars, text) is named in one warning; items that cannot be stored or
+    walk skips (sidecars, text) is counted in ``skipped`` (a Counter, reason -> count) when one is given, else logged (INFO); items that cannot be stored or
     opened carry their ``error`` (see :func:`mlsp.images.sources.from_folder`)."""
-    import warnings
+    import logging
     from collections import Counter
 
     from ..images.sources import ImageItem, describe_skipped, from_folder, storable_item
 
     if isinstance(paths_or_folders, (str, os.PathLike)):
         paths_or_folders = [paths_or_folders]
-    items, skipped = [], Counter()
+    own = skipped is None
+    items, skipped = [], Counter() if own else skipped
     for p in paths_or_folders:
         p = Path(p)
         if p.is_dir():
@@ -86,8 +87,8 @@ def expand_inputs(paths_or_folders) -> list:
             items.append(ImageItem(p.stem, str(p)))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    if skipped:
-        warnings.warn(describe_skipped(skipped), stacklevel=3)
+    if own and skipped:
+        logging.getLogger(__name__).info(describe_skipped(skipped))  # silent library
     return [storable_item(it) for it in items]
 
 
@@ -109,7 +110,7 @@ def _row(id_, path, mos, dist, error=None):
 
 
 def score_images(head, paths_or_folders, weights=None, progress: bool = True,
-                 mlsp_model=None, runtime: str = "keras") -> list[dict]:
+                 mlsp_model=None, runtime: str = "keras", skipped=None) -> list[dict]:
     """Score image files: features computed in memory by the extraction featurizer
     (:class:`mlsp.extract.featurizer.Featurizer`, the recorded backbone, weights and crops),
     predictions averaged over the augmentations (MLSP sec. 3.1).
@@ -121,7 +122,7 @@ def score_images(head, paths_or_folders, weights=None, progress: bool = True,
     from ..vocabulary import check_choice
 
     check_choice("runtime", runtime, RUNTIMES)
-    items = expand_inputs(paths_or_folders)
+    items = expand_inputs(paths_or_folders, skipped)
     if runtime == "onnx":
         from .onnx import predict_onnx
 

@@ -195,10 +195,12 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
 
 
 def predict_images(model, paths_or_folders, weights=None, progress: bool = True,
-                   mlsp_model=None, runtime: str = "keras") -> list[dict]:
-    """Score image files with a trained head or its folder (:func:`.scoring.score_images`)."""
+                   mlsp_model=None, runtime: str = "keras", skipped=None) -> list[dict]:
+    """Score image files with a trained head or its folder (:func:`.scoring.score_images`);
+    ``skipped``: a Counter that receives what folder walks skipped (sidecars, text)."""
     return scoring.score_images(_as_head(model), paths_or_folders, weights=weights,
-                                progress=progress, mlsp_model=mlsp_model, runtime=runtime)
+                                progress=progress, mlsp_model=mlsp_model, runtime=runtime,
+                                skipped=skipped)
 
 
 def predict_store(model, store_path, ids=None, batch_size: int = 128,

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import click
@@ -260,15 +259,15 @@ def predict(model, photos, store, weights, fmt, output, runtime):
         else:
             if not photos:
                 raise click.UsageError("give PHOTOS (files or folders), or --features STORE")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
-                rows = predict_images(model, photos, weights=weights,
-                                      progress=output is not None, runtime=runtime)
-            for w in caught:  # what the folder walk skipped: one plain line
-                if str(w.message).startswith("skipped "):
-                    click.echo(str(w.message), err=True)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            from collections import Counter
+
+            from ..images.sources import describe_skipped
+
+            skipped = Counter()
+            rows = predict_images(model, photos, weights=weights, progress=output is not None,
+                                  runtime=runtime, skipped=skipped)
+            if skipped:  # what the folder walk skipped: one plain line
+                click.echo(describe_skipped(skipped), err=True)
     except USER_ERRORS as err:
         _fail(err)
     text = _format(rows, fmt)
