@@ -19,9 +19,10 @@ from .images.sources import collect_items as collect_images
 __all__ = ["extract", "train", "load", "evaluate", "collect_images"]
 
 
-def train(store, labels, head: str = "single_3fc", *, progress: bool = False,
+def train(store, labels, head: str = "auto", *, progress: bool = False,
           verbose: bool = False, **options):
-    """Train ``head`` (one of ``mlsp.HEADS``) on a store's features for ``labels`` (a file
+    """Train ``head`` (one of ``mlsp.HEADS``, or ``"auto"``: ridge or Single-3FC, whichever
+    wins a cross-validation on the training images, :mod:`mlsp.training.selection`) on a store's features for ``labels`` (a file
     or :class:`mlsp.labels.Labels`), in memory: nothing is written.  ``options``: those of
     :class:`mlsp.training.config.TrainConfig` (epochs, lr, batch_size, levels, output,
     features, ...).  Returns a :class:`mlsp.trained_head.TrainedHead`; its ``training``

@@ -132,7 +132,7 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
         w.writerows(zip(lab.ids, lab.mos))
     out = tmp_path / "cv"
     r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--folds", "3",
-                                   "--seeds", "2", "--epochs", "2", "--batch-size", "16",
+                                   "--head", "single_3fc", "--seeds", "2", "--epochs", "2", "--batch-size", "16",
                                    "--quiet", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "3 folds x 2 seed(s) = 6 test folds" in r.output and "ridge" in r.output

@@ -12,7 +12,7 @@ from importlib import import_module
 from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
 
 __all__ = ["HeadSpec", "REGISTRY", "HEAD_NAMES", "get_head", "heads_for", "OBJECTIVES",
-           "canonical"]
+           "canonical", "AUTO_HEAD", "SELECTION_CANDIDATES", "HEAD_CHOICES"]
 
 #: Training objectives: MLSP's one augmentation a sample, or all augmentations as the
 #: patches of the multi-patch objectives (Sheng et al. 2018, Eq. 3-8).
@@ -77,6 +77,14 @@ REGISTRY = {spec.name: spec for spec in (
              paper="linear regression on pooled features (BLINDER, cited in MLSP sec. 3.2.1)"),
 )}
 HEAD_NAMES = tuple(REGISTRY)
+
+#: ``head="auto"`` (the training default): not a head but the choice among
+#: :data:`SELECTION_CANDIDATES` by nested cross-validation on the user's own training
+#: images (:mod:`mlsp.training.selection`); the saved model is the winner.
+AUTO_HEAD = "auto"
+SELECTION_CANDIDATES = ("ridge", "single_3fc")
+#: What ``mlsp train --head`` / ``mlsp.train(head=...)`` accept.
+HEAD_CHOICES = (AUTO_HEAD, *HEAD_NAMES)
 
 
 def canonical(name: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import OptionError
 from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
-from ..heads.registry import OBJECTIVES, canonical, get_head
+from ..heads.registry import AUTO_HEAD, OBJECTIVES, SELECTION_CANDIDATES, canonical, get_head
 
 __all__ = ["TrainConfig", "DEFAULTS", "regime", "SMALL_SET", "PAPER_SET", "AUTO", "PRECISIONS", "LOSSES", "SAMPLE_WEIGHTS", "OUTPUTS",
            "AUGMENTS", "AUTO_ALL_BELOW", "resolve_augment", "OBJECTIVES"]
@@ -65,7 +65,7 @@ def resolve_augment(augment: str, n_train: int) -> str:
 class TrainConfig:
     """The options of one training run (see :func:`mlsp.training.trainer.train`)."""
 
-    head: str = "single_3fc"
+    head: str = AUTO_HEAD              # auto: ridge or single_3fc by nested CV (selection)
     levels: object = None              # names, indices or "a:b" ("-5:" = the last 5)
     output: str = "mos"                # "mos" (MSE on z-scored MOS) or "distribution"
     features: str | None = None        # stored feature kind; None: the head's default
@@ -115,6 +115,11 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """This config with dependent values filled in, or an OptionError naming the option
         (and the other one, for combinations that cannot work)."""
+        if canonical(self.head) == AUTO_HEAD:  # each candidate resolves its own values
+            from .selection import usable_candidates
+
+            usable_candidates(SELECTION_CANDIDATES, {**self.as_dict(), "head": None})
+            return replace(self, head=AUTO_HEAD)
         spec = get_head(self.head)
         head = spec.name
         objective = canonical(self.objective or "mlsp")
