@@ -131,6 +131,9 @@ def select_model(store, labels, candidates=SELECTION_CANDIDATES, folds: int = SE
         lab, _ = aligned_labels(labels, fs)
     part = lab.subset(~lab.test_mask())
     k = int(folds)
+    if len(part) < 2 * k:
+        raise OptionError(f"head auto: {len(part)} training images are too few for its "
+                          f"{k}-fold selection (at least {2 * k}); choose one with --head")
     fold_of = assign_folds(part.ids, k, seed)
     scores = {n: [] for n in names}
     for j in range(k):
