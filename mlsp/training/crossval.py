@@ -108,14 +108,16 @@ class CVResult:
         out = {}
         for r in self.rows:
             if r["row"] == "head":
-                out[r.get("model", "head")] = out.get(r.get("model", "head"), 0) + 1
+                name = r.get("model") or "head"
+                out[name] = out.get(name, 0) + 1
         return out
 
     def head_name(self) -> str:
         """``the head`` (one model in every fold) or what ``--head auto`` chose per fold."""
         m = self.model_counts()
         if len(m) <= 1:
-            return f"the head ({next(iter(m), 'head')})"
+            name = next(iter(m), "head")
+            return "the head" if name == "head" else f"the head ({name})"
         return "auto's choice (" + ", ".join(f"{k} in {v}" for k, v in m.items()) + " folds)"
 
     def verdict(self) -> str:
