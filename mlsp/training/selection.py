@@ -89,6 +89,8 @@ def usable_candidates(candidates, options) -> tuple[tuple, dict]:
             ok.append(name)
         except (OptionError, ValueError) as err:
             skipped[name] = str(err).splitlines()[0]
+    if not ok and len(set(skipped.values())) == 1:  # an option no candidate accepts
+        raise OptionError(next(iter(skipped.values())))
     if not ok:
         raise OptionError(f"head auto: no candidate can train with these options "
                           f"({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
