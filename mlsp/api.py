@@ -19,9 +19,11 @@ from .images.sources import collect_items as collect_images
 __all__ = ["extract", "train", "cross_validate", "load", "evaluate", "collect_images"]
 
 
-def train(store, labels, head: str = "single_3fc", *, folds: int = 0, seeds=None,
+def train(store, labels, head: str = "auto", *, folds: int = 0, seeds=None,
           progress: bool = False, verbose: bool = False, **options):
-    """Train ``head`` (one of ``mlsp.HEADS``) on a store's features for ``labels`` (a file
+    """Train ``head`` (one of ``mlsp.HEADS``, or ``"auto"``: ridge or Single-3FC, whichever
+    wins a cross-validation on the training images, :mod:`mlsp.training.selection`) on a
+    store's features for ``labels`` (a file
     or :class:`mlsp.labels.Labels`), in memory: nothing is written.  ``options``: those of
     :class:`mlsp.training.config.TrainConfig` (epochs, lr, batch_size, levels, output,
     features, ...).  Returns a :class:`mlsp.inference.trained_head.TrainedHead`; its ``training``
@@ -41,7 +43,7 @@ def train(store, labels, head: str = "single_3fc", *, folds: int = 0, seeds=None
     return run(store, labels, head=head, progress=progress, verbose=verbose, **options).trained
 
 
-def cross_validate(store, labels, head: str = "single_3fc", *, folds: int = 5, seeds=(0,),
+def cross_validate(store, labels, head: str = "auto", *, folds: int = 5, seeds=(0,),
                    progress: bool = False, **options):
     """K-fold cross-validation of ``head``, repeated over ``seeds`` (an int: that many seeds
     0..S-1), on the labelled images of ``store`` (:mod:`mlsp.training.crossval`).

@@ -132,12 +132,13 @@ def test_predict_from_a_store_finds_ids_with_a_slash(tiny, tmp_path):
 def test_cli_train_accepts_dashes_and_prints_one_line_an_epoch(tiny, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.heads.registry import HEAD_NAMES
+    from mlsp.heads.registry import HEAD_CHOICES
     from mlsp.training.commands import train
 
     tmp, store, labels, _ = tiny
     head_opt = next(p for p in train.params if p.name == "head")
-    assert tuple(head_opt.type.choices) == HEAD_NAMES  # the registry is the one list
+    assert tuple(head_opt.type.choices) == HEAD_CHOICES  # the registry is the one list
+    assert head_opt.default == "auto"
     args = [str(store), "--labels", str(labels), "--head", "single-3fc", "--epochs", "2",
             "--batch-size", "16", "--val-fraction", "0.25", "--out", str(tmp_path / "m")]
     r = CliRunner().invoke(train, args)

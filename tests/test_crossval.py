@@ -132,7 +132,7 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
         w.writerows(zip(lab.ids, lab.mos))
     out = tmp_path / "cv"
     r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--folds", "3",
-                                   "--seeds", "2", "--epochs", "2", "--batch-size", "16",
+                                   "--head", "single_3fc", "--seeds", "2", "--epochs", "2", "--batch-size", "16",
                                    "--quiet", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "3 folds x 2 seed(s) = 6 test folds" in r.output and "ridge" in r.output
@@ -167,6 +167,6 @@ def test_held_out_test_split_is_scored_by_the_real_fold_ensemble(tmp_path):
     path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
     lab.split = np.array(["train"] * 30 + ["test"] * 10, dtype=object)
     res = cross_validate(path, lab, folds=2, seeds=(0,), progress=False, epochs=1,
-                         batch_size=16)
+                         batch_size=16, head="single_3fc")
     assert res.held_out["n"] == 10 and np.isfinite(res.held_out["srcc"])
     assert len(res.oof[0]["ids"]) == 30 and not set(res.oof[0]["ids"]) & set(lab.ids[30:])

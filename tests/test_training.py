@@ -317,7 +317,8 @@ def test_cli_train_predict_and_ablate_levels(trained, tmp_path):
     lab = tmp_path / "labels.csv"
     lab.write_text("id,mos\n" + "".join(f"{i},{m}\n" for i, m in zip(labels.ids, labels.mos)))
     common = ["--labels", str(lab), "--epochs", "2", "--val-fraction", "0.2"]
-    r = CliRunner().invoke(train, [str(path), *common, "--lr", "1e-3", "--levels", "-1:",
+    r = CliRunner().invoke(train, [str(path), *common, "--head", "single_3fc", "--lr", "1e-3",
+                                   "--levels", "-1:",
                                    "--out", str(tmp_path / "m"), "--quiet", "--width", "16"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m" / "model.json").read_text())["levels"] == ["block_b"]

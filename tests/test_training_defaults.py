@@ -78,7 +78,7 @@ def test_ridge_is_refit_on_train_and_val_for_the_test_figures(tmp_path):
 
     path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
     lab.split = None
-    res = train(path, lab, epochs=1, batch_size=16, test_fraction=0.25)
+    res = train(path, lab, head="single_3fc", epochs=1, batch_size=16, test_fraction=0.25)
     t = res.sidecar["train"]
     assert (t["lr"], t["normalize_inputs"], t["regime"]) == (1e-3, True, "small set")
     ridge = res.metrics["baseline_ridge"]
@@ -103,7 +103,7 @@ def test_cli_takes_explicit_values_over_the_regime(tmp_path):
     with open(labels, "w", newline="") as f:
         csv.writer(f).writerows([("id", "mos"), *zip(lab.ids, lab.mos)])
     r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--epochs", "1",
-                                   "--lr", "1e-4", "--normalize-inputs", "off",
+                                   "--head", "single_3fc", "--lr", "1e-4", "--normalize-inputs", "off",
                                    "--val-fraction", "0.2", "--quiet", "--out",
                                    str(tmp_path / "m")])
     assert r.exit_code == 0, r.output

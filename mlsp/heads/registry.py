@@ -13,7 +13,7 @@ from ..feature_kinds import FEATURE_KINDS, GRID_KINDS
 from ..vocabulary import OBJECTIVES, canonical  # noqa: F401 (re-exported)
 
 __all__ = ["HeadSpec", "REGISTRY", "HEAD_NAMES", "get_head", "heads_for", "OBJECTIVES",
-           "canonical"]
+           "canonical", "AUTO_HEAD", "SELECTION_CANDIDATES", "HEAD_CHOICES"]
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -73,6 +73,14 @@ REGISTRY = {spec.name: spec for spec in (
              paper="linear regression on pooled features (BLINDER, cited in MLSP sec. 3.2.1)"),
 )}
 HEAD_NAMES = tuple(REGISTRY)
+
+#: ``head="auto"`` (the training default): not a head but the choice among
+#: :data:`SELECTION_CANDIDATES` by nested cross-validation on the user's own training
+#: images (:mod:`mlsp.training.selection`); the saved model is the winner.
+AUTO_HEAD = "auto"
+SELECTION_CANDIDATES = ("ridge", "single_3fc")
+#: What ``mlsp train --head`` / ``mlsp.train(head=...)`` accept.
+HEAD_CHOICES = (AUTO_HEAD, *HEAD_NAMES)
 
 
 def get_head(name: str) -> HeadSpec:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import MLSPError, one_line
-from ..heads.registry import HEAD_NAMES, heads_for
+from ..heads.registry import HEAD_CHOICES, HEAD_NAMES, heads_for
 from ..options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT
 from ..vocabulary import (FEATURE_KINDS, FEED_MODES, LOSSES, OBJECTIVES, OUTPUTS, PRECISIONS,
                           RUNTIMES, SAMPLE_WEIGHTS, canonical)
@@ -102,7 +102,9 @@ def _training_run_options(fn):
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True),
               help="AVA.txt or a CSV with id and mos (optionally p1..pK, split).")
-@click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(HEAD_NAMES))
+@click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(HEAD_CHOICES),
+              help="auto: ridge or single_3fc, whichever wins a 5-fold CV on the training "
+                   "images (the test part never decides); the saved model is the winner.")
 @click.option("--levels", default=None, help="Levels to use: names, indices or a:b (-5: = last 5).")
 @click.option("--output", default=DEFAULTS.output, show_default=True, type=Names(OUTPUTS))
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT,
@@ -309,7 +311,7 @@ def ablate():
 @ablate.command("levels")
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
-@click.option("--head", default=DEFAULTS.head, show_default=True, type=Names(heads_for("levels")))
+@click.option("--head", default="single_3fc", show_default=True, type=Names(heads_for("levels")))
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT)
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
@@ -359,7 +361,7 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
 @ablate.command("objective")
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
-@click.option("--head", default=DEFAULTS.head, show_default=True,
+@click.option("--head", default="single_3fc", show_default=True,
               type=Names(heads_for("objective")))
 @_training_run_options
 def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed, test_list,

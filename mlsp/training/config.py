@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import OptionError
-from ..heads.registry import get_head
+from ..heads.registry import AUTO_HEAD, SELECTION_CANDIDATES, get_head
 from ..options import number
 from ..vocabulary import (FEATURE_KINDS, FEED_MODES, GRID_KINDS, LOSSES, OBJECTIVES, OUTPUTS,
                           PRECISIONS, canonical)
@@ -65,7 +65,7 @@ def resolve_augment(augment: str, n_train: int) -> str:
 class TrainConfig:
     """The options of one training run (see :func:`mlsp.training.trainer.train`)."""
 
-    head: str = "single_3fc"
+    head: str = AUTO_HEAD              # auto: ridge or single_3fc by nested CV (selection)
     levels: object = None              # names, indices or "a:b" ("-5:" = the last 5)
     output: str = "mos"                # "mos" (MSE on z-scored MOS) or "distribution"
     features: str | None = None        # stored feature kind; None: the head's default
@@ -115,6 +115,11 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """This config with dependent values filled in, or an OptionError naming the option
         (and the other one, for combinations that cannot work)."""
+        if canonical(self.head) == AUTO_HEAD:  # each candidate resolves its own values
+            from .selection import usable_candidates
+
+            usable_candidates(SELECTION_CANDIDATES, {**self.as_dict(), "head": None})
+            return replace(self, head=AUTO_HEAD)
         spec = get_head(self.head)
         head = spec.name
         objective = canonical(self.objective or "mlsp")

@@ -103,11 +103,29 @@ class CVResult:
         return {int(s): evaluate_predictions(o["mos_true"], o["mos_pred"])
                 for s, o in self.oof.items()}
 
+    def model_counts(self) -> dict:
+        """How many test folds each model was the head in (``--head auto`` picks per fold)."""
+        out = {}
+        for r in self.rows:
+            if r["row"] == "head":
+                name = r.get("model") or "head"
+                out[name] = out.get(name, 0) + 1
+        return out
+
+    def head_name(self) -> str:
+        """``the head`` (one model in every fold) or what ``--head auto`` chose per fold."""
+        m = self.model_counts()
+        if len(m) <= 1:
+            name = next(iter(m), "head")
+            return "the head" if name == "head" else f"the head ({name})"
+        return "auto's choice (" + ", ".join(f"{k} in {v}" for k, v in m.items()) + " folds)"
+
     def verdict(self) -> str:
-        """One line saying whether the head beats the ridge baseline, with both numbers."""
+        """One line saying whether the head beats the ridge baseline, with both numbers
+        (none when the head is ridge itself in every fold: no model is compared with itself)."""
         s = self.summary()
         h, r = s["head"].get("srcc"), s["baseline_ridge"].get("srcc")
-        if not h or not r:
+        if not h or not r or set(self.model_counts()) == {"ridge"}:
             return ""
         d = s.get("head_minus_ridge", {}).get("srcc", [h[0] - r[0], math.nan, math.nan])
         if d[1] > 0:
@@ -116,7 +134,7 @@ class CVResult:
             word = "is WORSE than"
         else:
             word = "does not clearly beat"
-        return (f"the head {word} ridge: SRCC {h[0]:.3f} vs {r[0]:.3f} "
+        return (f"{self.head_name()} {word} ridge: SRCC {h[0]:.3f} vs {r[0]:.3f} "
                 f"(difference {d[0]:+.3f}, 95% interval {d[1]:+.3f} to {d[2]:+.3f})")
 
     def ensemble(self):
@@ -209,6 +227,7 @@ def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction=
             for row in ROWS:
                 m = (res.metrics.get(row) if row != "head" else res.metrics) or {}
                 rows.append({"seed": s, "fold": j, "row": row,
+                             "model": res.sidecar.get("head") if row == "head" else row,
                              "n_train": res.sidecar["train"]["n_train"],
                              "epochs_run": res.sidecar["train"]["epochs_run"],
                              **(m.get("test") or {})})
@@ -217,7 +236,8 @@ def cross_validate(store_path, labels, folds: int = 5, seeds=(0,), val_fraction=
             if progress:
                 h = res.metrics.get("test") or {}
                 r = (res.metrics.get("baseline_ridge") or {}).get("test") or {}
-                print(f"seed {s} fold {j + 1}/{n_folds}: test SRCC {h.get('srcc', math.nan):.3f}"
+                print(f"seed {s} fold {j + 1}/{n_folds}: {res.sidecar.get('head')} test SRCC "
+                      f"{h.get('srcc', math.nan):.3f}"
                       f" (ridge {r.get('srcc', math.nan):.3f}), "
                       f"{res.sidecar['train']['epochs_run']} epochs", flush=True)
         oof[s] = {"ids": list(cv.ids), "fold": fold_of, "mos_true": cv.mos, "mos_pred": pred}

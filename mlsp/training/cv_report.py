@@ -14,7 +14,7 @@ from ..evaluation.plots import pyplot
 from ..evaluation.reports import fmt, write_json
 from ..inference.model_format import write_model
 
-__all__ = ["write_cv_report", "summary_lines", "interval_text"]
+__all__ = ["write_cv_report", "summary_lines", "interval_text", "saved_line"]
 
 
 def interval_text(m) -> str:
@@ -30,7 +30,7 @@ def summary_lines(result) -> list[str]:
     """The lines a person reads after ``mlsp train --folds``."""
     s = result.summary()
     n = len(result.seeds) * result.folds
-    lines = [f"{result.folds} folds x {len(result.seeds)} seed(s) = {n} test folds; mean "
+    lines = [saved_line(result), f"{result.folds} folds x {len(result.seeds)} seed(s) = {n} test folds; mean "
              f"[95% interval, corrected for overlapping training sets]:"]
     for row, label in (("head", "head"), ("baseline_ridge", "ridge"), ("constant", "constant")):
         m = s.get(row, {})
@@ -46,12 +46,29 @@ def summary_lines(result) -> list[str]:
     return lines
 
 
+def saved_line(result) -> str:
+    """What model.keras is, and whether that model lost to ridge on these very folds."""
+    heads = [sc.get("head", "head") for _, sc in result.models]
+    kinds = {h: heads.count(h) for h in heads}
+    what = ", ".join(f"{h} x{c}" for h, c in kinds.items())
+    line = (f"saved: the ensemble of the {len(heads)} fold models of seed {result.seeds[0]} "
+            f"({what})")
+    s = result.summary()
+    h, r = s["head"].get("srcc"), s["baseline_ridge"].get("srcc")
+    if set(result.model_counts()) != {"ridge"} and h and r and h[0] < r[0]:
+        line += (f"; it LOST to ridge on these folds (SRCC {h[0]:.3f} vs {r[0]:.3f}): "
+                 f"consider --head ridge")
+    return line
+
+
 def write_cv_report(out, result, plots: bool = True) -> list:
     """Write a :class:`~mlsp.training.crossval.CVResult` into ``out``; the files written."""
     out = Path(out)
     model, sidecar = result.ensemble()
     files = write_model(out, model, dict(sidecar, cross_validation={
-        "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary()}))
+        "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary(),
+        "fold_models": [sc.get("head") for _, sc in result.models],
+        "selected_by": [sc.get("selected_by") for _, sc in result.models]}))
     keys = []
     for r in result.rows:
         keys += [k for k in r if k not in keys]

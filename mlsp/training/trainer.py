@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.reports import fmt
-from ..heads.registry import get_head
+from ..heads.registry import AUTO_HEAD, get_head
 from ..inference.model_format import MODEL_FILE, make_sidecar
 from ..inference.trained_head import TrainedHead, accuracy_threshold
 from ..labels.split import align_and_split
@@ -48,8 +48,9 @@ class TrainResult:
     trained: TrainedHead | None = None
 
     def summary(self) -> str:
-        where = f"model saved to {self.out_dir / MODEL_FILE}" if self.out_dir is not None \
-            else f"trained {self.sidecar['head']}"
+        head = self.sidecar["head"]
+        where = f"{head} model saved to {self.out_dir / MODEL_FILE}" \
+            if self.out_dir is not None else f"trained {head}"
         if self.history.get("loss"):
             lines = [f"{where} ({len(self.history['loss'])} epochs, best epoch "
                      f"{self.sidecar['train']['best_epoch'] + 1}, {self.seconds:.0f} s)"]
@@ -62,9 +63,14 @@ class TrainResult:
                 continue
             base = self.metrics.get("baseline_ridge", {}).get(part) or {}
             const = self.metrics.get("constant", {}).get(part) or {}
+            ref = "" if head == "ridge" else f" | ridge SRCC {fmt(base.get('srcc'))}"
             lines.append(f"{part:4s} n={m['n']}: SRCC {fmt(m['srcc'])} PLCC {fmt(m['plcc'])} "
-                         f"acc {fmt(m['accuracy'])} RMSE {fmt(m['rmse'])} | ridge SRCC "
-                         f"{fmt(base.get('srcc'))} | constant RMSE {fmt(const.get('rmse'))}")
+                         f"acc {fmt(m['accuracy'])} RMSE {fmt(m['rmse'])}{ref} | constant "
+                         f"RMSE {fmt(const.get('rmse'))}" + (
+                             " (held out, then refit on train + val)"
+                             if head == "ridge" and part == "val" else ""))
+        if self.metrics.get("selection"):
+            lines.insert(1, self.metrics["selection"]["line"])
         verdict = self.metrics.get("verdict")
         if verdict:
             lines.append(verdict)
@@ -100,6 +106,10 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
     :class:`mlsp.errors.OptionError` before anything is read.
     """
     cfg = _config(config, options)
+    if cfg.head == AUTO_HEAD:  # nested selection on the training part, then the winner
+        from .selection import train_selected
+
+        return train_selected(store, labels, cfg, progress=progress, verbose=verbose)
     spec = get_head(cfg.head)
     import keras
 
@@ -116,8 +126,6 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
         print(report)
     rows = al.store_index
     split = np.asarray(lab.split, dtype=object)
-    if spec.closed_form:  # no schedule to validate: the 'val' images are fit too
-        split = np.where(split == "val", "train", split).astype(object)
     masks = tuple(split == s for s in ("train", "val", "test"))
     train_m, val_m, test_m = masks
     if train_m.sum() < 2:
@@ -147,6 +155,11 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
             score_range=list(lab.score_range), threshold=thr, train=record)
         trained = TrainedHead(fit.model, sidecar)
         mos_pred, dist_pred = trained.score_rows(feats, rows, fit.batch_size)
+        if spec.closed_form and val_m.any():  # val scored above, held out; then refit on all
+            fit, mos_pred = _refit_closed_form(spec, cfg, feats, rows, targets, masks, trained,
+                                               mos_pred, fit.batch_size)
+            sidecar["train"].update(n_fit=int((train_m | val_m).sum()),
+                                    ridge_alpha=fit.history["ridge_alpha"][0])
         metrics = {"alignment": report, "constant": {}, "baseline_ridge": {}}
         for part, m in zip(("train", "val", "test"), masks):
             dt = lab.distribution[m] if (lab.distribution is not None and dist_pred is not None) \
@@ -158,7 +171,7 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
         if cfg.baseline:
             metrics["baseline_ridge"] = _ridge(feats if cfg.features == "narrow" else None,
                                                store_path, cfg, rows, lab, masks, thr, progress)
-        metrics["verdict"] = ridge_verdict(metrics)
+        metrics["verdict"] = "" if spec.closed_form else ridge_verdict(metrics)
     finally:
         feats.close()
     result = TrainResult(out_dir=None, model=fit.model, sidecar=sidecar, history=fit.history,
@@ -168,6 +181,17 @@ def train(store, labels, config: TrainConfig | None = None, *, progress: bool = 
                          alignment=report, seconds=time.monotonic() - start, trained=trained)
     trained.training = result
     return result
+
+
+def _refit_closed_form(spec, cfg, feats, rows, targets, masks, trained, mos_pred, batch):
+    """A closed-form head (ridge) has no schedule to validate, so its validation images are
+    first held out (the reported 'val' figure is a held-out one), then the saved model is
+    refit on training + validation images; test rows are scored by the refit model."""
+    train_m, val_m, test_m = masks
+    fit = fit_ridge(spec, cfg, feats, rows, targets, np.flatnonzero(train_m | val_m))
+    trained.model = fit.model
+    refit_pred, _ = trained.score_rows(feats, rows, batch)
+    return fit, np.where(val_m, mos_pred, refit_pred)
 
 
 def ridge_verdict(metrics: dict) -> str:

@@ -1,0 +1,163 @@
+"""``--head auto``: nested model selection (mlsp.training.selection).
+
+The leak tests poison the test part and spy on what every inner fit receives; the choice
+tests use features made so that one candidate cannot win: a MOS that is the *square* of
+the features' signal (a linear model sees no rank order in it, a 3-layer net does), and a
+head given a learning rate that cannot move it."""
+import json
+
+import keras
+import numpy as np
+import pytest
+from _mmstore import make_ext_store
+
+import mlsp
+from mlsp.labels import Labels
+from mlsp.stores.features import FeatureStore
+from mlsp.training.selection import select_model
+
+
+class _Res:
+    def __init__(self, srcc):
+        self.metrics = {"test": {"srcc": srcc}}
+
+
+def _labels(path, mos_of_signal, n_test=0):
+    """Labels whose MOS is ``mos_of_signal(q)``, q the stored features' signal."""
+    with FeatureStore.open(path) as fs:
+        ids = list(fs.ids)
+        q = np.asarray(fs.dataset("narrow")[:], np.float64).mean(axis=(1, 2)) / 1.5
+    split = np.array(["train"] * len(ids), dtype=object)
+    split[:n_test] = "test"
+    return Labels(ids=ids, mos=5.0 + 2.0 * mos_of_signal(q), split=split,
+                  score_range=(1.0, 10.0), source="synthetic")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_ext_store(tmp_path_factory.mktemp("sel") / "s.h5", n=150, kinds=())[0]
+
+
+def test_the_test_part_never_reaches_an_inner_fit(store):
+    """A spy fit sees every label set: no test id in any, and poisoning the test part's
+    scores changes nothing although a fit that saw them would flip the choice."""
+    seen = []
+
+    def spy(path, labels, seed, options):
+        seen.append(set(labels.ids))
+        tr = labels.split != "test"
+        # a 'score' that depends on the labels the fit got: a leak of the poisoned
+        # (huge) test scores would make the head win
+        m = float(np.mean(labels.mos[tr]))
+        return _Res(m / 100 if options["head"] == "single_3fc" else 0.07)
+
+    lab = _labels(store, lambda q: q, n_test=30)
+    test_ids = set(lab.ids[:30])
+    clean = select_model(store, lab, fit=spy)
+    poisoned = Labels(ids=lab.ids, mos=np.where(lab.split == "test", 1e4, lab.mos),
+                      split=lab.split, score_range=lab.score_range, source="poisoned")
+    again = select_model(store, poisoned, fit=spy)
+    assert len(seen) == 2 * 2 * 5  # 2 runs x 2 candidates x 5 inner folds
+    assert all(not (ids & test_ids) for ids in seen)
+    assert clean.winner == again.winner == "ridge"  # 0.05 < 0.07 on clean training scores
+    assert clean.scores == again.scores
+    assert clean.n_images == 120
+
+
+def test_inner_folds_are_the_same_for_every_candidate(store):
+    got = {}
+
+    def spy(path, labels, seed, options):
+        got.setdefault(options["head"], []).append(
+            tuple(sorted(i for i, s in zip(labels.ids, labels.split) if s == "test")))
+        return _Res(0.5)
+
+    sel = select_model(store, _labels(store, lambda q: q), fit=spy)
+    assert got["ridge"] == got["single_3fc"]
+    folds = [set(f) for f in got["ridge"]]
+    assert sum(map(len, folds)) == 150 and len(set().union(*folds)) == 150  # a partition
+    assert sel.winner == "ridge"  # equal scores: the tie goes to ridge
+    assert sel.margin[0] == 0.0
+
+
+@pytest.mark.slow  # 10 real fits (about 3 minutes on 2 shared cores)
+def test_ridge_is_chosen_where_the_head_cannot_learn(store):
+    lab = _labels(store, lambda q: q)
+    sel = select_model(store, lab, lr=1e-9, epochs=2, width=16)
+    assert sel.winner == "ridge", sel.line()
+    assert sel.summary["ridge"][0] > 0.9 and sel.margin[0] > 0.3
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow  # 11 real fits
+def test_the_head_is_chosen_where_ridge_cannot_win(store, tmp_path):
+    lab = _labels(store, lambda q: q ** 2)  # symmetric in q: no linear rank order
+    head = mlsp.train(store, lab, head="auto", width=64, epochs=60, test_fraction=0.2)
+    sel = head.training.metrics["selection"]
+    assert sel["winner"] == "single_3fc", sel["line"]
+    assert sel["summary"]["ridge"][0] < 0.4 < sel["summary"]["single_3fc"][0]
+    assert sel["margin"][1] > 0  # the interval of the paired margin excludes zero
+    assert head.sidecar["head"] == "single_3fc"
+    head.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert saved["selected_by"]["winner"] == "single_3fc"
+    assert saved["selected_by"]["candidates"] == ["ridge", "single_3fc"]
+    keras.backend.clear_session()
+
+
+def test_auto_is_the_default_and_drops_what_cannot_train(store):
+    from mlsp.training.config import DEFAULTS
+    from mlsp.training.selection import usable_candidates
+
+    assert DEFAULTS.head == "auto"
+    names, skipped = usable_candidates(("ridge", "single_3fc"), {"output": "distribution"})
+    assert names == ("single_3fc",) and "mos only" in skipped["ridge"]
+
+
+@pytest.mark.slow  # one ridge fit and its reference (about a minute on 2 shared cores)
+def test_ridge_reports_a_held_out_validation_figure(store):
+    """``head="ridge"`` without folds: the val figure comes from a ridge fit on the
+    training images only (checked against scikit-learn), the saved model is refit on
+    train + val, and no verdict compares ridge with itself."""
+    from scipy import stats
+
+    from mlsp.heads.baseline import fit_baseline
+
+    lab = _labels(store, lambda q: q + 0.3 * np.sin(7 * q)).with_split(0.2, seed=1)
+    res = mlsp.train(store, lab, head="ridge").training
+    with FeatureStore.open(store) as fs:
+        x = np.asarray(fs.dataset("narrow")[:], np.float64).mean(axis=1)
+    tr, va = lab.split == "train", lab.split == "val"
+    pipe = fit_baseline(x[tr], lab.mos[tr])
+    want = stats.spearmanr(pipe.predict(x[va]), lab.mos[va])[0]
+    assert res.metrics["val"]["n"] == int(va.sum())
+    assert res.metrics["val"]["srcc"] == pytest.approx(want, abs=2e-3)
+    assert res.sidecar["train"]["n_fit"] == int((tr | va).sum())
+    assert res.metrics["verdict"] == ""
+    assert "ridge SRCC" not in res.summary()
+    keras.backend.clear_session()
+
+
+def _cv(models, head, ridge):
+    from mlsp.training.crossval import CVResult
+
+    rows = []
+    for j, (m, h, r) in enumerate(zip(models, head, ridge)):
+        rows += [{"seed": 0, "fold": j, "row": "head", "model": m, "srcc": h},
+                 {"seed": 0, "fold": j, "row": "baseline_ridge", "model": "baseline_ridge",
+                  "srcc": r}, {"seed": 0, "fold": j, "row": "constant", "srcc": 0.0}]
+    return CVResult(folds=len(models), seeds=(0,), rows=rows, oof={},
+                    models=[(None, {"head": m}) for m in models], test_fraction=0.5)
+
+
+def test_cross_validation_names_the_saved_models_and_a_loss():
+    from mlsp.training.cv_report import saved_line
+
+    lost = _cv(["single_3fc", "ridge", "single_3fc"], [0.50, 0.60, 0.52], [0.60, 0.60, 0.61])
+    assert "ensemble of the 3 fold models of seed 0 (single_3fc x2, ridge x1)" in saved_line(lost)
+    assert "LOST to ridge on these folds (SRCC 0.540 vs 0.603)" in saved_line(lost)
+    assert lost.verdict().startswith("auto's choice (single_3fc in 2, ridge in 1 folds)")
+    won = _cv(["single_3fc"] * 3, [0.70, 0.72, 0.71], [0.60, 0.60, 0.61])
+    assert "LOST" not in saved_line(won) and won.verdict().startswith("the head (single_3fc) beats")
+    same = _cv(["ridge"] * 3, [0.60, 0.60, 0.61], [0.60, 0.60, 0.61])
+    assert same.verdict() == "" and "LOST" not in saved_line(same)  # never ridge vs itself
