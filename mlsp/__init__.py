@@ -16,6 +16,7 @@ _LAZY = {
     "extract": ("mlsp.extract", None),  # the package is callable: mlsp.api.extract
     "train": ("mlsp.api", "train"),
     "load": ("mlsp.api", "load"),
+    "list_models": ("mlsp.zoo", "list_models"),
     "evaluate": ("mlsp.api", "evaluate"),
     "collect_images": ("mlsp.api", "collect_images"),
     "HEADS": ("mlsp.heads.registry", "HEAD_NAMES"),

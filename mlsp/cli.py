@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 #: Commands that only read files: they start without importing Keras or its backend
 #: (TensorFlow alone takes seconds to import).  Every other command imports the backend
 #: after its arguments parsed, so ``--help`` of any command stays light too.
-LIGHT_COMMANDS = frozenset({"info", "merge", "labels"})
+LIGHT_COMMANDS = frozenset({"info", "merge", "labels", "models"})
 
 #: What installs each Keras backend (named in the one-line error when it is missing).
 _BACKEND_FIX = {"tensorflow": "pip install tensorflow", "jax": "pip install 'mlsp[jax]'",
@@ -325,10 +325,12 @@ def _with_backend(command):
             _with_backend(sub)
         return command
     inner = command.callback
+    needs = getattr(command, "needs_backend", None)  # e.g. predict with a shipped ONNX model
 
     @functools.wraps(inner)
     def run(*args, **kwargs):
-        _import_keras_quietly()
+        if needs is None or needs(**kwargs):
+            _import_keras_quietly()
         return inner(*args, **kwargs)
 
     command.callback = run
