@@ -44,11 +44,11 @@ def _figure(row, size, scale) -> str:
     except Exception:  # scored from decoded pixels Pillow cannot read (e.g. RAW): no picture
         src = ""
     pct = row.get("percentile")
-    extra = f" &middot; {pct:.0f}th pct" if pct is not None else ""
+    extra = f" &middot; percentile {pct:.0f}" if pct is not None else ""
     name = html.escape(Path(str(row["path"])).name)
     return (f'<figure data-rank="{row["rank"]}" data-score="{row["score"]:.4f}">'
             f'<img src="{src}" alt="{name}">'
-            f'<figcaption><b>{row["score"]:.2f}</b>{scale} &middot; #{row["rank"]}{extra}'
+            f'<figcaption><b>{row["score"]:.2f}</b>{scale}<br>#{row["rank"]}{extra}'
             f'<span class="name" title="{html.escape(str(row["path"]))}">{name}</span>'
             f"</figcaption></figure>")
 

@@ -299,7 +299,8 @@ def _write_scores(ranked, fmt, output, top, html_out, model, folder):
     if output or html_out:
         click.echo(f"scored {len(ok)} of {len(ranked)} images"
                    + (f" (mean {sum(ok) / len(ok):.3f})" if ok else "")
-                   + "".join(f"; wrote {p}" for p in (output, html_out) if p))
+                   + "".join(f"; wrote {p}" for p in (output, html_out) if p),
+                   err=not output)  # stdout holds the scores themselves
 
 
 @click.command("models")
