@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,16 +31,20 @@ LIVEC = next((p / "shared" / "data" / "livec" / "images" for p in HERE.parents
 RUNTIMES = {"keras (before)": "keras", "onnxruntime (after)": "auto"}
 
 
-def _run(model, runtime, folder) -> float:
+def _run(model, runtime, folder) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child process: user + system)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "mlsp.cli", "predict", model, str(folder), "--runtime",
            runtime, "-o", os.devnull]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {p.stderr.strip()[-500:]}")
-    return seconds
+    return seconds, cpu
 
 
 def main(argv=None):
@@ -52,7 +57,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     pool = sorted(p for p in args.photos.iterdir() if p.is_file())
     sizes = [int(s) for s in args.sizes.split(",")]
-    runs = {}
+    runs, cpu = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         folders = {}
         for n in sizes:
@@ -63,20 +68,27 @@ def main(argv=None):
         for r in range(args.repeats):  # interleaved, so a load change hits every cell
             for n in sizes:
                 for label, runtime in RUNTIMES.items():
-                    t = _run(args.model, runtime, folders[n])
+                    t, c = _run(args.model, runtime, folders[n])
                     runs.setdefault(f"{label} / {n}", []).append(t)
-                    print(f"repeat {r + 1}: {label:<20} {n:>3} photos  {t:6.1f} s", flush=True)
+                    cpu.setdefault(f"{label} / {n}", []).append(c)
+                    print(f"repeat {r + 1}: {label:<20} {n:>3} photos  {t:6.1f} s wall, "
+                          f"{c:6.1f} s CPU", flush=True)
     table = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"\nmlsp predict {args.model}: median of {args.repeats} fresh processes (s)")
-    print(f"{'photos':>7}  " + "  ".join(f"{label:>20}" for label in RUNTIMES) + "  speed-up")
+    cpu_table = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\nmlsp predict {args.model}: median of {args.repeats} fresh processes, wall s "
+          f"(CPU s: user + system)")
+    print(f"{'photos':>7}  " + "  ".join(f"{label:>24}" for label in RUNTIMES) + "  speed-up")
     for n in sizes:
         a, b = (table[f"{label} / {n}"] for label in RUNTIMES)
-        print(f"{n:>7}  {a:>20.1f}  {b:>20.1f}  {a / b:7.1f}x")
+        ca, cb = (cpu_table[f"{label} / {n}"] for label in RUNTIMES)
+        print(f"{n:>7}  {f'{a:.1f} ({ca:.1f})':>24}  {f'{b:.1f} ({cb:.1f})':>24}  "
+              f"{a / b:7.1f}x")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "model": args.model, "photos": str(args.photos), "sizes": sizes,
         "repeats": args.repeats, "median_seconds": table, "runs": runs,
+        "median_cpu_seconds": cpu_table, "cpu_runs": cpu,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1min_at_end": load}}, indent=1))
     print(f"wrote {args.out}")

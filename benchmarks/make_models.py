@@ -7,8 +7,9 @@ For each model the head is chosen by cross-validation, never by hand:
    same K folds x S seeds (:func:`mlsp.training.crossval.cross_validate`; the fold
    assignment depends on the ids and the seed only, so the two are paired);
 2. Single-3FC is chosen only if its mean test-fold SRCC is higher AND the 95% corrected
-   repeated k-fold interval of the paired difference (Nadeau and Bengio 2003) excludes 0;
-   otherwise ridge (closed form, a few kB, nothing to tune);
+   repeated k-fold interval of the paired difference (Nadeau and Bengio 2003) excludes 0
+   AND its shipped files stay under ``--max-mb`` (its weights are stored twice: in
+   model.keras and inside model.onnx); otherwise ridge (closed form, a few kB);
 3. the winner is trained on every photo of the set (Single-3FC keeps 10% for its schedule),
    saved to ``mlsp/data/models/NAME/`` (model.keras + model.json), exported as one ONNX
    scorer with the bundled backbone inside (model.onnx, :mod:`mlsp.export.onnx`), and
@@ -21,7 +22,10 @@ For each model the head is chosen by cross-validation, never by hand:
 
 Without ``--store``, the features are extracted from ``../shared/data/<set>`` with the
 bundled weights into ``--work`` (resumable).  Cross-validation results are cached in
-``--results`` (``cv_<model>_<head>.json``); ``--force`` reruns them.
+``--results`` (``cv_<model>_<head>.json``); ``--force`` reruns them.  ``--cv-file
+MODEL:HEAD=FILE`` takes a candidate's fold rows from an earlier run instead (this script's
+JSON, or a row of ``bench_quality.py``, whose folds are the same: they depend on the ids
+and the seed only); ``--neural-seeds`` sets Single-3FC's seeds apart from ridge's (cheap).
 """
 from __future__ import annotations
 
@@ -96,17 +100,48 @@ def _cv(name, head, store, labels, folds, seeds, results: Path, force: bool) -> 
     return out
 
 
-def choose(ridge: dict, neural: dict, folds: int) -> tuple[str, dict]:
-    """(winner, paired difference neural - ridge of test-fold SRCC: [mean, low, high])."""
+def _read_cv(name, head, path: Path) -> dict:
+    """A candidate's fold rows from an earlier run: this script's cv JSON, or a row JSON of
+    ``bench_quality.py`` (fold_rows with row 'head', oof metrics per seed)."""
+    d = json.loads(Path(path).read_text())
+    if "fold_rows" in d:
+        d = {"model": name, "head": head, "folds": d["folds"], "seeds": d["seeds"],
+             "rows": [r for r in d["fold_rows"] if r["row"] == "head"],
+             "ridge_rows": [r for r in d["fold_rows"] if r["row"] == "baseline_ridge"],
+             "summary": d["summary"]["head"],
+             "oof_srcc": {k: v["srcc"] for k, v in d["oof"].items()}, "oof": None,
+             "seconds": d.get("seconds"), "source": str(path)}
+    print(f"{name} {head}: fold rows from {path}", flush=True)
+    return d
+
+
+def single_3fc_bytes(channels: int) -> int:
+    """Bytes of Single-3FC's float32 weights on ``channels`` features, stored twice."""
+    from mlsp.heads.registry import get_head
+
+    return 2 * 4 * int(get_head("single_3fc").build((channels,), "mos").count_params())
+
+
+def choose(ridge: dict, neural: dict | None, folds: int, neural_bytes: int,
+           max_mb: float) -> tuple[str, list, str]:
+    """(winner, paired difference neural - ridge of test-fold SRCC [mean, low, high], why)."""
     from mlsp.training.crossval import corrected_interval
 
+    if neural is None:
+        return "ridge", [math.nan] * 3, "Single-3FC was not cross-validated in this run"
     key = lambda r: (r["seed"], r["fold"])  # noqa: E731
     a = {key(r): r["srcc"] for r in ridge["rows"]}
     b = {key(r): r["srcc"] for r in neural["rows"]}
     common = sorted(set(a) & set(b))
     diff = list(corrected_interval([b[k] - a[k] for k in common], 1.0 / (folds - 1)))
-    winner = "single_3fc" if diff[0] > 0 and diff[1] > 0 else "ridge"
-    return winner, diff
+    pairs = f"paired over {len(common)} test folds"
+    if not (diff[0] > 0 and diff[1] > 0):
+        return "ridge", diff, f"Single-3FC is not clearly better ({pairs})"
+    if neural_bytes > max_mb * 1e6:
+        return "ridge", diff, (f"Single-3FC is better ({pairs}) but its weights would add "
+                               f"{neural_bytes / 1e6:.0f} MB to the package (limit {max_mb:g}"
+                               f" MB); a smaller or float16 variant needs its own CV first")
+    return "single_3fc", diff, f"Single-3FC is better ({pairs})"
 
 
 def _fmt(v) -> str:
@@ -133,31 +168,51 @@ def _export(folder: Path) -> Path:
     return export_onnx(folder, folder / "model.onnx", weights="bundled", tta="crops")
 
 
-def make(name, store, folds, seeds, results, out_root, force) -> dict:
+def make(name, store, folds, seeds, results, out_root, force, neural_seeds=None,
+         cv_files=None, skip=(), max_mb=25.0) -> dict:
     spec = SETS[name]
     data = _shared(spec["data"])
     labels = str(data / "labels.csv")
-    cvs = {h: _cv(name, h, store, labels, folds, seeds, results, force) for h in CANDIDATES}
-    winner, diff = choose(cvs["ridge"], cvs["single_3fc"], folds)
+    cvs = {}
     for h in CANDIDATES:
-        s = cvs[h]["summary"]
+        given = (cv_files or {}).get(f"{name}:{h}")
+        if given:
+            cvs[h] = _read_cv(name, h, given)
+        elif f"{name}:{h}" not in skip:
+            cvs[h] = _cv(name, h, store, labels, folds,
+                         neural_seeds if h != "ridge" and neural_seeds else seeds,
+                         results, force)
+    _check_same_folds(cvs)
+    from mlsp.stores.features import FeatureStore
+
+    with FeatureStore.open(store) as fs:
+        channels = sum(lv.channels for lv in fs.levels)
+    winner, diff, why = choose(cvs["ridge"], cvs.get("single_3fc"), folds,
+                               single_3fc_bytes(channels), max_mb)
+    for h, cv in cvs.items():
+        s = cv["summary"]
         print(f"{name} {h:<10} SRCC {_fmt(s['srcc'])}  PLCC {_fmt(s['plcc'])}  "
-              f"({folds}x{len(seeds)} folds)", flush=True)
+              f"({cv['folds']}x{len(cv['seeds'])} folds)", flush=True)
     print(f"{name}: Single-3FC - ridge SRCC {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]"
-          f" -> {winner}", flush=True)
+          f" -> {winner}: {why}", flush=True)
     folder = out_root / name
     folder.mkdir(parents=True, exist_ok=True)
     final = _train_final(name, winner, store, labels, folder)
     onnx_path = _export(folder)
+    if not cvs[winner].get("oof"):
+        raise SystemExit(f"{name}: {winner}'s out-of-fold scores (the percentile reference) "
+                         f"are not in its fold rows; cross-validate it here")
     ref = sorted(round(v, 4) for v in cvs[winner]["oof"]["mos_pred"] if math.isfinite(v))
-    figures = {h: {"srcc": cvs[h]["summary"]["srcc"], "plcc": cvs[h]["summary"]["plcc"],
-                   "oof_srcc": cvs[h]["oof_srcc"]} for h in CANDIDATES}
+    figures = {h: {"srcc": cv["summary"]["srcc"], "plcc": cv["summary"]["plcc"],
+                   "oof_srcc": cv["oof_srcc"], "folds": cv["folds"], "seeds": cv["seeds"],
+                   "source": cv.get("source", "this run")} for h, cv in cvs.items()}
     zoo = {"name": name, "task": spec["task"], "scale": spec["scale"],
            "scale_text": spec["scale_text"], "backbone": "mobilenet_v2 alpha 0.35 (bundled "
            "ImageNet weights)", "head": winner, "data": spec["data"],
-           "n_photos": len(cvs[winner]["oof"]["ids"]), "cv": {"folds": folds,
-                                                              "seeds": list(seeds)},
-           "figures": figures, "difference_single_3fc_minus_ridge": diff,
+           "n_photos": len(cvs[winner]["oof"]["ids"]),
+           "cv": {"folds": cvs[winner]["folds"], "seeds": cvs[winner]["seeds"]},
+           "figures": figures, "difference_single_3fc_minus_ridge": diff, "choice": why,
+           "single_3fc_bytes": single_3fc_bytes(channels),
            "params": final["params"], "n_train_final": final["n_train"],
            "reference_scores": ref}
     (folder / "zoo.json").write_text(json.dumps(zoo, indent=1))
@@ -169,8 +224,23 @@ def make(name, store, folds, seeds, results, out_root, force) -> dict:
     print(f"{name}: {winner} trained on {final['n_train']} photos ({final['params']:,} "
           f"parameters, {final['seconds']:.0f} s); {onnx_path.name}; files "
           + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()), flush=True)
-    return {"name": name, "winner": winner, "difference": diff, "figures": figures,
-            "sizes": sizes, "params": final["params"]}
+    return {"name": name, "winner": winner, "difference": diff, "why": why,
+            "figures": figures, "sizes": sizes, "params": final["params"]}
+
+
+def _check_same_folds(cvs) -> None:
+    """Fold rows taken from another run carry that run's ridge rows: on the same folds they
+    are this run's ridge rows (a check that the pairing is real)."""
+    other = [cv for cv in cvs.values() if cv.get("ridge_rows")]
+    if not other or "ridge" not in cvs:
+        return
+    mine = {(r["seed"], r["fold"]): r["srcc"] for r in cvs["ridge"]["rows"]}
+    theirs = {(r["seed"], r["fold"]): r["srcc"] for r in other[0]["ridge_rows"]}
+    common = set(mine) & set(theirs)
+    gap = max((abs(mine[k] - theirs[k]) for k in common), default=math.nan)
+    print(f"ridge test-fold SRCC here vs in {other[0]['source']}: {len(common)} common folds,"
+          f" largest difference {gap:.2g}", flush=True)
+
 
 
 def main(argv=None):
@@ -179,7 +249,14 @@ def main(argv=None):
     ap.add_argument("--store", action="append", default=[], metavar="NAME=STORE",
                     help="Use this feature store for NAME instead of extracting.")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seeds", default="0", help="Comma list of CV seeds (partitions).")
+    ap.add_argument("--seeds", default="0,1,2", help="Comma list of CV seeds (partitions).")
+    ap.add_argument("--neural-seeds", default="0", help="Seeds of Single-3FC's CV (slower).")
+    ap.add_argument("--cv-file", action="append", default=[], metavar="MODEL:HEAD=FILE",
+                    help="A candidate's fold rows from an earlier run.")
+    ap.add_argument("--skip", action="append", default=[], metavar="MODEL:HEAD",
+                    help="Do not cross-validate this candidate (then ridge is shipped).")
+    ap.add_argument("--max-mb", type=float, default=25.0,
+                    help="Largest size a shipped head's weights may add to the package.")
     ap.add_argument("--work", type=Path, default=ROOT / "mlsp-make-models")
     ap.add_argument("--results", type=Path, default=HERE / "results" / "models")
     ap.add_argument("--out", type=Path, default=ROOT / "mlsp" / "data" / "models")
@@ -192,7 +269,10 @@ def main(argv=None):
         if name not in SETS:
             ap.error(f"--only: unknown model {name!r} (known: {', '.join(SETS)})")
         store = stores.get(name) or _extract(name, args.work)
-        report.append(make(name, store, args.folds, seeds, args.results, args.out, args.force))
+        report.append(make(name, store, args.folds, seeds, args.results, args.out, args.force,
+                           tuple(int(x) for x in args.neural_seeds.split(",")),
+                           dict(c.split("=", 1) for c in args.cv_file), set(args.skip),
+                           args.max_mb))
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "models.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.results / 'models.json'}")

@@ -56,9 +56,14 @@ def write_card(path: Path, zoo: dict, sizes: dict, data_dir: Path) -> Path:
     f, d = zoo["figures"], zoo["difference_single_3fc_minus_ridge"]
     n_runs = cv["folds"] * len(cv["seeds"])
     rows = "\n".join(
-        f"| {h}{' (shipped)' if h == zoo['head'] else ''} | {_ci(f[h]['srcc'])} | "
-        f"{_ci(f[h]['plcc'])} | {', '.join(f'{v:.3f}' for v in f[h]['oof_srcc'].values())} |"
-        for h in ("ridge", "single_3fc"))
+        f"| {h}{' (shipped)' if h == zoo['head'] else ''} | {f[h]['folds']}x"
+        f"{len(f[h]['seeds'])} (seeds {', '.join(map(str, f[h]['seeds']))}) | "
+        f"{_ci(f[h]['srcc'])} | {_ci(f[h]['plcc'])} | "
+        f"{', '.join(f'{v:.3f}' for v in f[h]['oof_srcc'].values())} |"
+        + (" this script |" if f[h]["source"] == "this run" else f" `{f[h]['source']}` |")
+        for h in ("ridge", "single_3fc") if h in f)
+    if "single_3fc" not in f:
+        rows += "\n| single_3fc | not cross-validated in this run | | | | |"
     size = "\n".join(f"| {k} | {v / 1e6:.2f} MB |" for k, v in sizes.items())
     if a["licence"]:
         notice = (data_dir / a["licence"]).read_text().strip()
@@ -108,17 +113,19 @@ Cite: {a['cite']}
 
 ## How good it is (cross-validated)
 
-{cv['folds']}-fold cross-validation x {len(cv['seeds'])} seed(s) ({', '.join(map(str, cv['seeds']))}),
-{n_runs} test folds; mean over the test folds with the 95% corrected repeated k-fold
-interval (Nadeau and Bengio 2003). Both candidates ran on the same folds.
+K-fold cross-validation, K = {cv['folds']}; the shipped head over {n_runs} test folds. Mean
+test-fold figure with the 95% corrected repeated k-fold interval (Nadeau and Bengio 2003).
+The folds of a seed are the same for every head (they depend on the photo ids and the seed
+only), so the candidates are compared fold by fold.
 
-| head | SRCC | PLCC | out-of-fold SRCC over all photos, per seed |
-|---|---|---|---|
+| head | folds x seeds | SRCC | PLCC | out-of-fold SRCC over all photos, per seed | rows from |
+|---|---|---|---|---|---|
 {rows}
 
-Single-3FC minus ridge, paired by fold: SRCC {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}].
-Rule: Single-3FC only when its mean is higher and that interval excludes 0; else ridge
-(smaller, closed form). Shipped: **{zoo['head']}**.
+Single-3FC minus ridge, paired by test fold: SRCC {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}].
+Rule: Single-3FC only when its mean is higher, that interval excludes 0 and its weights
+(stored twice, {zoo['single_3fc_bytes'] / 1e6:.0f} MB) stay under 25 MB; else ridge (closed
+form, a few kB). Shipped: **{zoo['head']}**: {zoo['choice']}.
 
 These figures are for photos like the training set's; on other kinds of photos expect less.
 """
