@@ -274,8 +274,12 @@ def main(argv=None):
                            dict(c.split("=", 1) for c in args.cv_file), set(args.skip),
                            args.max_mb))
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "models.json").write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.results / 'models.json'}")
+    path = args.results / "models.json"  # one entry a model: a run of one updates its own
+    saved = json.loads(path.read_text()) if path.is_file() else []
+    saved = {r["name"]: r for r in (saved if isinstance(saved, list) else [])}
+    saved.update({r["name"]: r for r in report})
+    path.write_text(json.dumps(list(saved.values()), indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

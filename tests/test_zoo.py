@@ -142,3 +142,9 @@ def test_models_listed_in_the_users_file(tmp_path, monkeypatch):
     (tmp_path / "models.json").write_text("[{\"name\": \"x\"}]")
     with pytest.raises(zoo.ZooError, match="models.json: not a list of models"):
         mlsp.list_models()
+
+
+def test_load_by_name_gives_the_shipped_trained_head():
+    head = mlsp.load("quality")
+    assert head.path == zoo.resolve("quality") and head.name == "quality"
+    assert head.sidecar["features"]["backbone"] == "mobilenet_v2"
