@@ -128,7 +128,9 @@ def choose(ridge: dict, neural: dict | None, folds: int, neural_bytes: int,
     from mlsp.training.crossval import corrected_interval
 
     if neural is None:
-        return "ridge", [math.nan] * 3, "Single-3FC was not cross-validated in this run"
+        return "ridge", [math.nan] * 3, "Single-3FC was not cross-validated in this run" + (
+            f"; its weights ({neural_bytes / 1e6:.0f} MB) would exceed the {max_mb:g} MB "
+            f"limit anyway" if neural_bytes > max_mb * 1e6 else "")
     key = lambda r: (r["seed"], r["fold"])  # noqa: E731
     a = {key(r): r["srcc"] for r in ridge["rows"]}
     b = {key(r): r["srcc"] for r in neural["rows"]}
