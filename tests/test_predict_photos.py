@@ -94,7 +94,7 @@ def test_top_json_and_contact_sheet(folder, tmp_path):
     shown = [float(v) for v in re.findall(r'data-score="([0-9.]+)"', html)]
     assert shown == [pytest.approx(x["score"], abs=1e-4) for x in rows]
     assert "broken.jpg" in html and "Not scored" in html  # failures at the end
-    assert html.count("data:image/jpeg;base64,") == 2
+    assert html.count("data:image/jpeg;base64,") == 2 and "the 2 best of 3 photos" in html
 
 
 def test_no_photos_says_what_is_missing():

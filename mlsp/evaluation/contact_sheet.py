@@ -54,13 +54,17 @@ def _figure(row, size, scale) -> str:
 
 
 def write_contact_sheet(ranked, out, title: str = "mlsp scores", model: str = "",
-                        scale=None, size: int = 200, skipped: int = 0) -> Path:
+                        scale=None, size: int = 200, skipped: int = 0,
+                        total: int | None = None) -> Path:
     """Write ``ranked`` rows (:func:`mlsp.scoring.rank_rows`: best first, failures last)
-    as an HTML contact sheet at ``out``; returns its path."""
+    as an HTML contact sheet at ``out``; returns its path.  ``total``: how many photos
+    were scored when ``ranked`` holds only the best of them (``--top``)."""
     scored = [r for r in ranked if r.get("score") is not None]
     failed = [r for r in ranked if r.get("score") is None]
     unit = f" / {scale[1]:g}" if scale else ""
-    meta = (f"{len(scored)} photos scored" + (f" by model {html.escape(model)}" if model else "")
+    shown = (f"the {len(scored)} best of {total} photos" if total and total > len(scored)
+             else f"{len(scored)} photos")
+    meta = (f"{shown} scored" + (f" by model {html.escape(model)}" if model else "")
             + ", best first" + (f"; {len(failed)} could not be scored" if failed else "")
             + (f"; {skipped} files that are not photos skipped" if skipped else ""))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

@@ -290,7 +290,8 @@ def _write_scores(ranked, fmt, output, top, html_out, model, folder):
         failed = [r for r in ranked if r["rank"] is None]
         scale = get(model).scale if not Path(model).exists() else None
         write_contact_sheet(shown + (failed if top else []), html_out, model=str(model),
-                            title=f"{Path(str(model)).name} scores", scale=scale or None)
+                            title=f"{Path(str(model)).name} scores", scale=scale or None,
+                            total=sum(r["rank"] is not None for r in ranked))
     if output:
         Path(output).write_text(text)
     else:
