@@ -88,7 +88,8 @@ def _shipped() -> list[ModelEntry]:
     out = []
     if not PACKAGE_MODELS.is_dir():
         return out
-    for folder in sorted(p for p in PACKAGE_MODELS.iterdir() if (p / "zoo.json").is_file()):
+    folders = [p for p in PACKAGE_MODELS.iterdir() if (p / "zoo.json").is_file()]
+    for folder in sorted(folders, key=lambda p: (p.name != DEFAULT_MODEL, p.name)):
         z = json.loads((folder / "zoo.json").read_text())
         head = z.get("head", "")
         fig = (z.get("figures") or {}).get(head, {})

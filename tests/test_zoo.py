@@ -148,3 +148,17 @@ def test_load_by_name_gives_the_shipped_trained_head():
     head = mlsp.load("quality")
     assert head.path == zoo.resolve("quality") and head.name == "quality"
     assert head.sidecar["features"]["backbone"] == "mobilenet_v2"
+
+
+def test_mlsp_models_command():
+    from click.testing import CliRunner
+
+    from mlsp.training.commands import models
+
+    r = CliRunner().invoke(models, [])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith("quality") and "(default)" in lines[0] and "SRCC 0." in lines[0]
+    assert any(line.startswith("beauty") and "scale 1-7" in line for line in lines)
+    rows = json.loads(CliRunner().invoke(models, ["--json"]).output)
+    assert rows == mlsp.list_models()

@@ -320,10 +320,12 @@ def models(as_json):
     for r in rows:
         f = r["figures"] or {}
         s = f.get("srcc")
-        fig = (f"SRCC {s[0]:.3f} [{s[1]:.3f}, {s[2]:.3f}] ({f['cv']['folds']}-fold CV on "
-               f"{f['n_photos']} {f['data']} photos)" if s else "no figures")
+        fig = (f"SRCC {s[0]:.3f} [{s[1]:.3f}, {s[2]:.3f}] ({f['cv']['folds']}-fold x "
+               f"{len(f['cv']['seeds'])} CV on {f['n_photos']} {f['data']} photos)"
+               if s else "no figures")
         scale = "-".join(f"{v:g}" for v in r["scale"]) or "?"
-        click.echo(f"{r['name']:<10}{' (default)' if r['default'] else ''}  {r['task']}; "
+        name = r["name"] + (" (default)" if r["default"] else "")
+        click.echo(f"{name:<18}  {r['task']}; "
                    f"scale {scale}; {r['backbone']}, head {r['head'] or '?'}; {fig}; "
                    f"{'shipped' if r['source'] == 'package' else r['source']}")
 
