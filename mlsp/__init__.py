@@ -17,6 +17,7 @@ _LAZY = {
     "train": ("mlsp.api", "train"),
     "cross_validate": ("mlsp.api", "cross_validate"),
     "load": ("mlsp.api", "load"),
+    "list_models": ("mlsp.zoo", "list_models"),
     "evaluate": ("mlsp.api", "evaluate"),
     "collect_images": ("mlsp.api", "collect_images"),
     "HEADS": ("mlsp.heads.registry", "HEAD_NAMES"),

@@ -16,7 +16,8 @@ from __future__ import annotations
 from .extract.run import extract
 from .images.sources import collect_items as collect_images
 
-__all__ = ["extract", "train", "cross_validate", "load", "evaluate", "collect_images"]
+__all__ = ["extract", "train", "cross_validate", "load", "list_models", "evaluate",
+           "collect_images"]
 
 
 def train(store, labels, head: str = "auto", *, folds: int = 0, seeds=None,
@@ -70,10 +71,20 @@ def cross_validate(store, labels, head: str = "auto", *, folds: int = 5, seeds=(
 
 
 def load(path):
-    """A trained head from its folder (``model.keras`` + ``model.json``)."""
+    """A trained head from its folder (``model.keras`` + ``model.json``), or a listed
+    model by name (``mlsp.load("quality")``; ``mlsp.list_models()``)."""
     from .inference.trained_head import TrainedHead
+    from .zoo import resolve
 
-    return TrainedHead.load(path)
+    return TrainedHead.load(resolve(path))
+
+
+def list_models() -> list:
+    """The models that score photos out of the box: name, task, scale, backbone, head,
+    cross-validated figures, source (:mod:`mlsp.zoo`)."""
+    from .zoo import list_models as listed
+
+    return listed()
 
 
 def evaluate(model, store, labels, split: str | None = None, out_dir=None) -> dict:

@@ -16,7 +16,7 @@ from .vocabulary import AUGMENTATIONS, BACKBONES, ENGINES, POOLING_KINDS, RUNTIM
 #: Commands that only read files: they start without importing Keras or its backend
 #: (TensorFlow alone takes seconds to import).  Every other command imports the backend
 #: after its arguments parsed, so ``--help`` of any command stays light too.
-LIGHT_COMMANDS = frozenset({"info", "merge", "labels"})
+LIGHT_COMMANDS = frozenset({"info", "merge", "labels", "models"})
 
 def _import_keras_quietly():
     """The backend, loaded quietly (:func:`mlsp.backend.load_backend`); a one-line error."""
@@ -310,10 +310,12 @@ def _with_backend(command):
             _with_backend(sub)
         return command
     inner = command.callback
+    needs = getattr(command, "needs_backend", None)  # e.g. predict with a shipped ONNX model
 
     @functools.wraps(inner)
     def run(*args, **kwargs):
-        _import_keras_quietly()
+        if needs is None or needs(**kwargs):
+            _import_keras_quietly()
         return inner(*args, **kwargs)
 
     command.callback = run

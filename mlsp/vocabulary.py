@@ -16,7 +16,7 @@ from .feature_kinds import FEATURE_KINDS, GRID_KINDS, KIND_POOLING, feature_part
 
 __all__ = ["BACKBONES", "AUGMENTATIONS", "POOLING_KINDS", "KIND_POOLING", "FEATURE_KINDS",
            "GRID_KINDS", "WIDE_POOLING", "OUTPUTS", "LOSSES", "OBJECTIVES", "PRECISIONS",
-           "SAMPLE_WEIGHTS", "FEED_MODES", "TTA_MODES", "RUNTIMES", "ENGINES", "canonical",
+           "SAMPLE_WEIGHTS", "FEED_MODES", "TTA_MODES", "RUNTIMES", "PREDICT_RUNTIMES", "ENGINES", "canonical",
            "check_choice", "normalize_pooling", "check_pooling", "feature_parts"]
 
 #: keras.applications backbones with their tapped blocks (mlsp.extract.backbones builds them).
@@ -36,6 +36,9 @@ SAMPLE_WEIGHTS = ("none", "variance")
 FEED_MODES = ("auto", "random", "all")
 TTA_MODES = ("crops", "whole")
 RUNTIMES = ("keras", "onnx")
+#: ``mlsp predict``: auto = a model's own model.onnx through onnxruntime when both are
+#: there (the shipped models: no TensorFlow start-up), else Keras.
+PREDICT_RUNTIMES = ("auto",) + RUNTIMES
 ENGINES = ("local", "ray")
 
 

@@ -54,8 +54,11 @@ def test_import_mlsp_stays_light():
 
 def test_model_commands_do_import_the_backend(tmp_path):
     """The other side: a command that needs a model gets Keras before its body runs."""
-    p = _python(PROBE, "predict", str(tmp_path), str(tmp_path), cwd=tmp_path)
+    p = _python(PROBE, "predict", "quality", str(tmp_path), "--runtime", "keras", cwd=tmp_path)
     assert "HEAVY=" in p.stdout and "keras" in p.stdout.split("HEAVY=")[1], p.stderr
+    # a shipped model scored by its own ONNX file: no backend at all
+    p = _python(PROBE, "predict", "quality", str(tmp_path), cwd=tmp_path)
+    assert "HEAVY=\n" in p.stdout, (p.stdout, p.stderr)
 
 
 def test_broken_backend_is_one_line_naming_the_fix(tmp_path):

@@ -106,7 +106,8 @@ def test_cli_predict_outputs_the_distribution(dist_model, real, tmp_path):
                                      "--features", str(store), "-o", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
-    assert [r_["id"] for r_ in rows] == ["syn00000", "syn00003"]
+    assert sorted(r_["id"] for r_ in rows) == ["syn00000", "syn00003"]  # best first
+    assert float(rows[0]["score"]) >= float(rows[1]["score"]) and rows[0]["rank"] == "1"
     for row in rows:
         p = np.array([float(row[f"p{k}"]) for k in range(1, 11)])
         assert p.sum() == pytest.approx(1, abs=1e-3)

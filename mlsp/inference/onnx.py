@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, one_line
+from ..errors import BackendUnavailableError, ModelFileError, one_line
 from ..outputs import OutputError, check_writable
 from ..vocabulary import TTA_MODES, check_choice
 
-__all__ = ["export_onnx", "predict_onnx", "cached_export", "TTA_MODES", "OnnxUnavailableError"]
+__all__ = ["export_onnx", "predict_onnx", "score_onnx_file", "cached_export", "TTA_MODES",
+           "OnnxUnavailableError"]
 
 
 
@@ -242,15 +243,24 @@ def cached_export(model_path, weights, tta) -> Path:
 
 def predict_onnx(model_path, items, weights=None, tta="crops", progress=True) -> list[dict]:
     """Score ImageItems with onnxruntime: the same rows as ``predict_images``."""
+    _need("onnxruntime")
+    return score_onnx_file(cached_export(model_path, weights, tta), items, progress)
+
+
+def score_onnx_file(path, items, progress=True, model_folder=None) -> list[dict]:
+    """Score ImageItems with an exported ONNX file; needs onnxruntime only (no Keras, no
+    onnx).  ``model_folder``: refuse the file unless it was exported from that model."""
     ort = _need("onnxruntime")
     from tqdm.auto import tqdm
 
     from ..extract.augment import fit_scale, rescale
     from ..images.decode import decode_image
 
-    path = cached_export(model_path, weights, tta)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    if model_folder is not None and meta.get("mlsp_model") != _fingerprint(model_folder):
+        raise ModelFileError(f"{path}: exported from another version of the model in "
+                         f"{model_folder}; export it again (mlsp export)")
     names = [o.name for o in session.get_outputs()]
     rows = []
     for it in tqdm(items, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
