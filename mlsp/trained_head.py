@@ -91,6 +91,28 @@ class TrainedHead:
         return outputs_to_scores(predict_averaged(self.model, features, rows, batch_size),
                                  self.sidecar)
 
+    def score_rows_uncertain(self, features: StoreFeatures, rows, batch_size=128):
+        """(mos, distribution or None, {"spread", "score_std"}) per store row: a fold
+        ensemble's spread between its fold models, a distribution's predicted standard
+        deviation (:mod:`mlsp.uncertainty`)."""
+        from .uncertainty import ensemble_scores, uncertainty_columns
+
+        folds = self.fold_model()
+        if folds is None:
+            mos, dist = self.score_rows(features, rows, batch_size)
+            return mos, dist, uncertainty_columns(None, dist, self.sidecar)
+        mos, dist, per_fold = ensemble_scores(
+            predict_averaged(folds, features, rows, batch_size), self.sidecar)
+        return mos, dist, uncertainty_columns(per_fold, dist, self.sidecar)
+
+    def fold_model(self):
+        """The fold models' outputs side by side (fold ensembles), else None; built once."""
+        if not hasattr(self, "_folds"):
+            from .uncertainty import fold_outputs_model
+
+            self._folds = fold_outputs_model(self.model, self.sidecar)
+        return self._folds
+
     def predict(self, images, weights=None, progress: bool = False, mlsp_model=None) -> list:
         """Score image files / folders; one dict per image (see :func:`predict_images`)."""
         return predict_images(self, images, weights=weights, progress=progress,
@@ -109,7 +131,8 @@ class TrainedHead:
 
 
 def _evaluate(head, store, labels, split, batch_size, progress):
-    """(result dict, the labels evaluated, predicted MOS, predicted distributions or None)."""
+    """(result dict, the labels evaluated, predicted MOS, predicted distributions or None,
+    the per-photo uncertainty columns)."""
     from .evaluation.metrics import evaluate_predictions
     from .labels import aligned_labels
 
@@ -130,7 +153,7 @@ def _evaluate(head, store, labels, split, batch_size, progress):
     feats = StoreFeatures(store, head.sidecar["levels"], head.sidecar["pooling"],
                           progress=progress)
     try:
-        mos_pred, dist_pred = head.score_rows(feats, rows, batch_size)
+        mos_pred, dist_pred, extra = head.score_rows_uncertain(feats, rows, batch_size)
     finally:
         feats.close()
     use_dist = dist_pred is not None and lab.distribution is not None \
@@ -141,7 +164,7 @@ def _evaluate(head, store, labels, split, batch_size, progress):
                                    dist_pred=dist_pred if use_dist else None)
     result = {"model": str(head.path or head.name), "store": str(store),
               "alignment": al.report(), "split": split or "all", "metrics": metrics}
-    return result, lab, mos_pred, dist_pred
+    return result, lab, mos_pred, dist_pred, extra
 
 
 def load(path) -> TrainedHead:
@@ -161,15 +184,16 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     from .evaluation.reports import write_json, write_predictions
 
     head = _as_head(model_path)
-    res, lab, mos_pred, dist_pred = _evaluate(head, store_path, labels, split, batch_size,
-                                              progress)
+    res, lab, mos_pred, dist_pred, extra = _evaluate(head, store_path, labels, split,
+                                                     batch_size, progress)
     res["model"] = str(model_path) if not isinstance(model_path, TrainedHead) else res["model"]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "evaluation.json", res)
         sp = lab.split if lab.split is not None else np.full(len(lab), "", dtype=object)
-        write_predictions(out / "predictions.csv", lab.ids, sp, lab.mos, mos_pred, dist_pred)
+        write_predictions(out / "predictions.csv", lab.ids, sp, lab.mos, mos_pred, dist_pred,
+                          extra)
         plot_scatter(out / "scatter.png", {split or "all": (lab.mos, mos_pred, res["metrics"])},
                      lab.score_range, f"{head.name} on {Path(store_path).name}")
     return res
@@ -202,8 +226,9 @@ def find_weights(features: dict, hint=None, model_dir=None):
     return lookup(features, hint, model_dir)
 
 
-def _row(id_, path, mos, dist, error=None):
+def _row(id_, path, mos, dist, error=None, **uncertainty):
     out = {"id": id_, "path": path, "score": None if mos is None else float(mos)}
+    out.update({k: float(v) for k, v in uncertainty.items()})
     if dist is not None:
         out["distribution"] = [float(v) for v in dist]
     if error:
@@ -260,13 +285,26 @@ def predict_images(model_path, paths_or_folders, weights=None, progress: bool = 
             # kind (wide_foreback) is its parts' selected channels side by side, as in training
             x = np.concatenate([pooled[part].astype(np.float16).astype(np.float32)[..., index]
                                 for part in parts], axis=-1)
-            raw = np.asarray(model.predict_on_batch(x)).reshape(len(x), -1).mean(axis=0)
-            mos, dist = outputs_to_scores(raw[None], sidecar)
-            out.append(_row(it.id, str(it.path), mos[0], None if dist is None else dist[0]))
+            mos, dist, extra = _score_crops(head, x)
+            out.append(_row(it.id, str(it.path), mos[0], None if dist is None else dist[0],
+                            **{k: v[0] for k, v in extra.items()}))
         except Exception as err:  # one unreadable file must not stop the others
             msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
             out.append(_row(it.id, str(it.path), None, None, msg))
     return out
+
+
+def _score_crops(head, x):
+    """One image's crops -> (mos, dist, uncertainty columns), each of length 1."""
+    from .uncertainty import ensemble_scores, uncertainty_columns
+
+    folds = head.fold_model()
+    raw = np.asarray((folds or head.model).predict_on_batch(x)).reshape(len(x), -1).mean(0)
+    if folds is None:
+        mos, dist = outputs_to_scores(raw[None], head.sidecar)
+        return mos, dist, uncertainty_columns(None, dist, head.sidecar)
+    mos, dist, per_fold = ensemble_scores(raw[None], head.sidecar)
+    return mos, dist, uncertainty_columns(per_fold, dist, head.sidecar)
 
 
 def _level_index(levels, sidecar) -> np.ndarray:
@@ -314,7 +352,7 @@ def predict_store(model_path, store_path, ids=None, batch_size: int = 128,
                           progress=progress)
     try:
         order = np.argsort(done, kind="stable")
-        mos, dist = head.score_rows(feats, done[order], batch_size)
+        mos, dist, extra = head.score_rows_uncertain(feats, done[order], batch_size)
     finally:
         feats.close()
     by_row = {int(r): k for k, r in enumerate(done[order])}
@@ -322,7 +360,8 @@ def predict_store(model_path, store_path, ids=None, batch_size: int = 128,
     for r in sel.tolist():
         if r in by_row:
             k = by_row[r]
-            out.append(_row(all_ids[r], paths[r], mos[k], None if dist is None else dist[k]))
+            out.append(_row(all_ids[r], paths[r], mos[k], None if dist is None else dist[k],
+                            **{c: v[k] for c, v in extra.items()}))
         else:
             why = errors[r] if status[r] == FAILED else "not extracted yet (pending)"
             out.append(_row(all_ids[r], paths[r], None, None, why or "failed"))

@@ -84,8 +84,8 @@ def test_cross_validate_out_of_fold_and_held_out_split(tmp_path, monkeypatch):
              for k in np.flatnonzero(labels.split == "test")]
     assert sorted(tests) == sorted(ids[:50])
     s = res.summary()
-    assert s["head"]["srcc"][0] > 0.95 and s["head"]["srcc"][1] < s["head"]["srcc"][0]
-    assert s["head_minus_ridge"]["srcc"][1] > 0
+    assert s["head"]["srcc"]["mean"] > 0.95 and s["head"]["srcc"]["low"] < s["head"]["srcc"]["mean"]
+    assert s["head_minus_ridge"]["srcc"]["low"] > 0
     assert res.verdict().startswith("the head beats ridge")
     assert res.held_out == {"n": 10}
 
@@ -152,8 +152,8 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
     with open(tmp_path / "abl" / "ablation_levels.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["k"]) for r in rows] == [1, 2]
-    assert all(float(r["cv_srcc_lo"]) <= float(r["cv_srcc"]) <= float(r["cv_srcc_hi"])
-               for r in rows)
+    assert all(-1 <= float(r["cv_srcc_low"]) <= float(r["cv_srcc"]) <= float(r["cv_srcc_high"])
+               <= 1 for r in rows)
     assert (tmp_path / "abl" / "ablation_levels.png").stat().st_size > 0
 
 
