@@ -126,3 +126,33 @@ def test_cross_validated_summary_of_three_folds_of_twenty_images_is_bounded(tmp_
     assert 0 < s["constant"]["rmse"]["low"]
     d = s["head_minus_ridge"]["srcc"]
     assert -2 <= d["low"] <= d["high"] <= 2
+
+
+def test_k_values_of_the_levels_ablation():
+    from mlsp.training.ablations import parse_ks
+
+    assert parse_ks("1,2,4,8,all", 43) == [1, 2, 4, 8, 43]
+    assert parse_ks(None, 3) == [1, 2, 3] and parse_ks([2, "all", 2], 5) == [2, 5]
+    with pytest.raises(ValueError, match="--k: 9 levels asked, the store has 5"):
+        parse_ks("1,9", 5)
+    with pytest.raises(ValueError, match="--k: 'x' is neither"):
+        parse_ks("x", 5)
+
+
+def test_ablation_decision_names_the_best_and_its_ties():
+    """decide() on cross-validated rows: the printed line and the row flags."""
+    from mlsp.training.ablations import decide
+
+    folds = [(0, j) for j in range(5)]
+    base = np.array([0.70, 0.74, 0.72, 0.75, 0.71])
+    rows = []
+    for k, shift in ((1, -0.15), (2, 0.0), (4, 0.0)):
+        v = base + shift + (0.0005 * np.arange(5) - 0.002 if k == 4 else 0)
+        iv = correlation_interval(v, 0.25).as_dict()
+        rows.append({"k": k, "cv_srcc": iv["mean"], "_test_fraction": 0.25,
+                     "_folds": {"head": dict(zip(folds, v))},
+                     "_json": {"head": {"srcc": iv}, "ridge": {}}})
+    d = decide(rows, "k")
+    assert d["best"] == 2 and d["indistinguishable"] == [4]
+    assert "indistinguishable from the best" in d["verdict"] and ": 4" in d["verdict"]
+    assert rows[0]["minus_best_srcc_high"] < 0 and rows[1]["is_best"]

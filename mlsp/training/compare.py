@@ -195,15 +195,18 @@ def _plot_bars(path, report):
                    label=f"reference {report['reference']}: {interval_text(ref)}")
         if math.isfinite(ref.low):
             ax.axhspan(ref.low, ref.high, color="grey", alpha=0.15)
-    for xi, r, y in zip(x, rows, ys):
-        d = as_interval(r["minus_reference_srcc"])
-        text = f"{y:.3f}" + ("" if d is None else f"\n{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
-        ax.annotate(text, (xi, y), textcoords="offset points", xytext=(14, 2), fontsize=7)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=15)
     ax.set_ylabel("test-fold SRCC (mean, 95% interval)")
     lo = np.nanmin([i.low for i in m if i and math.isfinite(i.low)] or [np.nanmin(ys)])
     ax.set_ylim(max(-1.0, min(0.0, lo - 0.05)), 1.0)
     correlation_axis(ax)
+    base = ax.get_ylim()[0]
+    for xi, r, y in zip(x, rows, ys):  # inside the bar: its mean and difference
+        d = as_interval(r["minus_reference_srcc"])
+        text = f"{y:.3f}" + ("\n(reference)" if d is None else
+                             f"\n{d.mean:+.3f}\n[{d.low:+.3f}, {d.high:+.3f}]")
+        if np.isfinite(y):
+            ax.text(xi, base + 0.35 * (y - base), text, ha="center", va="center", fontsize=7)
     ax.set_title(f"{report['folds']} folds x {len(report['seeds'])} seed(s), same folds; "
                  f"difference to the reference paired", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")

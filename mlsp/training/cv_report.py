@@ -1,7 +1,8 @@
 """What a cross-validation run writes and prints: the fold ensemble (model.keras +
 model.json), cv_folds.csv (every fold's metrics for the head, ridge and the constant),
 cv_summary.json (means with 95% intervals, out-of-fold metrics, the verdict against ridge),
-oof_predictions.csv and cv_folds.png (each fold's SRCC, head against ridge)."""
+oof_predictions.csv, cv_folds.png (each fold's SRCC, head against ridge) and oof_scatter.png
+(out-of-fold predicted vs true MOS)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.intervals import as_interval, interval_text
-from ..evaluation.plots import correlation_axis, pyplot
+from ..evaluation.plots import correlation_axis, plot_scatter, pyplot
 from ..evaluation.reports import fmt, write_json
 from ..model_format import write_model
 
@@ -66,6 +67,14 @@ def write_cv_report(out, result, plots: bool = True) -> list:
     files += [out / "cv_folds.csv", out / "cv_summary.json", out / "oof_predictions.csv"]
     if plots:
         files.append(_plot_folds(out / "cv_folds.png", result))
+        s0 = result.seeds[0]
+        o, m = result.oof[s0], result.oof_metrics()[int(s0)]
+        scatter = plot_scatter(out / "oof_scatter.png",
+                               {f"out-of-fold, seed {s0}": (o["mos_true"], o["mos_pred"], m)},
+                               sidecar.get("score_range") or (float(np.min(o["mos_true"])),
+                                                              float(np.max(o["mos_true"]))),
+                               "every image scored by the fold model that held it out")
+        files += [scatter] if scatter else []
     return files
 
 
