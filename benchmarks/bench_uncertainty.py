@@ -67,7 +67,8 @@ def outer_fold(store, lab, test_mask, a, o) -> list[dict]:
     dist = {}
     if not a.skip_dist:
         res = train(store, split_labels(train_lab, "auto", a.seed), head=a.dist_head,
-                    output="distribution", loss="emd", epochs=a.epochs, seed=a.seed)
+                    output="distribution", loss="emd", epochs=a.epochs, seed=a.seed,
+                    augment=a.augment)
         dist = {r["id"]: r for r in res.trained.predict_store(store, ids=test_ids)}
     t2 = time.monotonic()
     print(f"outer fold {o + 1}: ensemble {t1 - t0:.0f} s, distribution head {t2 - t1:.0f} s",
@@ -151,6 +152,9 @@ def main():
     ap.add_argument("--skip-dist", action="store_true")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--augment", default="auto",
+                    help="the distribution head's augmentations per epoch (random: 8x less "
+                         "work than all; a named reduction)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "uncertainty")
     a = ap.parse_args()
     from mlsp.labels import aligned_labels, load_labels
@@ -164,14 +168,21 @@ def main():
     run = range(a.outer_limit or a.outer)
     start = time.monotonic()
     photos = []
-    for o in run:
-        photos += outer_fold(a.store, lab, outer == o, a, o)
+    for o in run:  # each outer fold kept as it finishes: an interrupted run resumes
+        part = a.out / f"outer_{o}.json"
+        if part.exists():
+            photos += json.loads(part.read_text())
+            continue
+        new = outer_fold(a.store, lab, outer == o, a, o)
+        part.write_text(json.dumps(new, default=float))
+        photos += new
     summary = summarize(photos, _mos_std(a.labels), len(run))
     report = {"store": str(a.store), "labels": str(a.labels), "outer_folds": a.outer,
               "outer_folds_run": len(run), "inner_folds": a.inner,
               "ensemble_head": a.ensemble_head,
               "distribution_head": None if a.skip_dist else f"{a.dist_head} (EMD)",
-              "epochs_cap": a.epochs, "n_photos": len(photos),
+              "epochs_cap": a.epochs, "distribution_head_augment": a.augment,
+              "n_photos": len(photos),
               "seconds": round(time.monotonic() - start, 1), **summary}
     (a.out / "uncertainty.json").write_text(json.dumps(report, indent=1, default=float))
     with open(a.out / "uncertainty_photos.csv", "w", newline="") as f:

@@ -156,3 +156,27 @@ def test_ablation_decision_names_the_best_and_its_ties():
     assert d["best"] == 2 and d["indistinguishable"] == [4]
     assert "indistinguishable from the best" in d["verdict"] and ": 4" in d["verdict"]
     assert rows[0]["minus_best_srcc_high"] < 0 and rows[1]["is_best"]
+
+
+def test_correlation_axes_never_leave_minus_one_one(tmp_path):
+    from mlsp.evaluation.plots import correlation_axis, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.errorbar([1, 2], [0.2, 0.9], yerr=[[1.4, 0.1], [0.3, 0.6]], fmt="o")
+    assert ax.get_ylim()[0] < -1 and ax.get_ylim()[1] > 1  # what matplotlib would show
+    correlation_axis(ax)
+    assert ax.get_ylim() == (-1.0, 1.0)
+    plt.close(fig)
+
+
+def test_learning_curves_show_validation_srcc(tmp_path):
+    import matplotlib.image as mpimg
+
+    from mlsp.evaluation.plots import plot_history
+
+    h = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.95], "lr": [1e-3] * 3}
+    plot_history(tmp_path / "a.png", h)
+    plot_history(tmp_path / "b.png", {**h, "val_srcc": [0.3, 0.5, float("nan")]})
+    # a second panel (validation SRCC per epoch) below the losses
+    assert mpimg.imread(tmp_path / "b.png").shape[0] > 1.4 * mpimg.imread(tmp_path / "a.png").shape[0]

@@ -93,6 +93,7 @@ def decide(rows, label_key) -> dict:
             r["is_best"] = key == d["best"]
             r["indistinguishable_from_best"] = key in d["indistinguishable"]
             diff = d["differences"].get(key)
+            r["_minus_best"] = {"srcc": diff.as_dict()} if diff else None
             r["minus_best_srcc"], r["minus_best_srcc_low"], r["minus_best_srcc_high"] = (
                 (diff.mean, diff.low, diff.high) if diff else (0.0, 0.0, 0.0) if r["is_best"]
                 else (None, None, None))
@@ -125,6 +126,8 @@ def _json_row(r):
         out.update(r["_json"])
         out["fold_srcc"] = {w: {_fold_key(k): v for k, v in f.items()}
                             for w, f in r["_folds"].items()}
+    if r.get("_minus_best"):
+        out["minus_best"] = r["_minus_best"]
     return out
 
 
