@@ -299,7 +299,8 @@ def _score_crops(head, x):
     from .uncertainty import ensemble_scores, uncertainty_columns
 
     folds = head.fold_model()
-    raw = np.asarray((folds or head.model).predict_on_batch(x)).reshape(len(x), -1).mean(0)
+    model = head.model if folds is None else folds
+    raw = np.asarray(model.predict_on_batch(x)).reshape(len(x), -1).mean(0)
     if folds is None:
         mos, dist = outputs_to_scores(raw[None], head.sidecar)
         return mos, dist, uncertainty_columns(None, dist, head.sidecar)

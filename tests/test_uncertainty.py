@@ -85,3 +85,28 @@ def test_distribution_head_reports_its_predicted_std(tmp_path):
         assert r["score_std"] == pytest.approx(
             float(score_std(np.array(r["distribution"])[None], res.sidecar["bin_scores"])[0]))
         assert r["score_std"] > 0 and "spread" not in r
+
+
+@pytest.mark.slow
+def test_photos_scored_from_files_carry_the_same_spread(tmp_path):
+    """predict() on image files (features computed in memory) gives the spread the store
+    gives: 12 generated photos, bundled MobileNetV2-0.35, two ridge fold models."""
+    import mlsp
+    from mlsp.images.sources import from_list
+    from mlsp.images.synthetic import make_synthetic_set
+    from mlsp.labels import load_labels
+    from mlsp.training.crossval import ensemble_models
+    from mlsp.trained_head import TrainedHead
+
+    labels = make_synthetic_set(tmp_path / "photos", n=12, seed=0, min_side=64, max_side=112)
+    store = mlsp.extract(labels, tmp_path / "f.h5", backbone="mobilenet_v2", alpha=0.35,
+                         weights="bundled", workers=1)
+    lab = load_labels(labels)
+    lab.split = None
+    head = TrainedHead(*ensemble_models(_ridge_folds(store, lab)))
+    items = from_list(labels)[:3]
+    from_files = head.predict([it.path for it in items])
+    from_store = head.predict_store(store, ids=[it.id for it in items])
+    np.testing.assert_allclose([r["spread"] for r in from_files],
+                               [r["spread"] for r in from_store], rtol=1e-3, atol=1e-4)
+    assert all(r["spread"] > 0 for r in from_files)
