@@ -79,7 +79,9 @@ def outer_fold(store, lab, test_mask, a, o) -> list[dict]:
              "score_std": dist.get(i, {}).get("score_std")} for i in test_ids]
 
 
-def summarize(photos, mos_std, folds) -> dict:
+def summarize(photos, mos_std, folds, k_outer) -> dict:
+    """Spearman correlations per outer fold run (``folds`` of them) with a 95% interval
+    (test fraction of a ``k_outer``-fold split), pooled, and |error| by quartile."""
     from mlsp.evaluation.intervals import correlation_interval
 
     for p in photos:
@@ -99,7 +101,7 @@ def summarize(photos, mos_std, folds) -> dict:
         if all(np.isnan(per)):
             continue
         out[name] = {"per_outer_fold": per,
-                     "interval": correlation_interval(per, 1.0 / (folds - 1)).as_dict(),
+                     "interval": correlation_interval(per, 1.0 / (k_outer - 1)).as_dict(),
                      "pooled": _rho([p[x] for p in photos if p[x] is not None],
                                     [p[y] for p in photos if p[x] is not None])}
     for key, err in (("spread", "ens_abs_error"), ("score_std", "dist_abs_error")):
@@ -176,7 +178,7 @@ def main():
         new = outer_fold(a.store, lab, outer == o, a, o)
         part.write_text(json.dumps(new, default=float))
         photos += new
-    summary = summarize(photos, _mos_std(a.labels), len(run))
+    summary = summarize(photos, _mos_std(a.labels), len(run), a.outer)
     report = {"store": str(a.store), "labels": str(a.labels), "outer_folds": a.outer,
               "outer_folds_run": len(run), "inner_folds": a.inner,
               "ensemble_head": a.ensemble_head,
