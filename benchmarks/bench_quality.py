@@ -96,15 +96,31 @@ def run_row(name, store, labels, folds, seeds, out: Path, force: bool, extra: di
 
 
 def fmt(m):
-    if not m or not math.isfinite(m[0]):
-        return "-"
-    return f"{m[0]:.3f} [{m[1]:.3f}, {m[2]:.3f}]"
+    """``mean [low, high]`` of a named interval (or an old row file's triplet)."""
+    from mlsp.evaluation.intervals import interval_text
+
+    return interval_text(m)
+
+
+def named(m):
+    """The interval as named fields (old row files hold [mean, lo, hi] triplets, which are
+    re-read as such); None when missing."""
+    from mlsp.evaluation.intervals import as_interval
+
+    i = as_interval(m)
+    return None if i is None else i.as_dict()
+
+
+def triplet(m):
+    i = named(m)
+    return ["", "", ""] if i is None else [i["mean"], i["low"], i["high"]]
 
 
 def minus_default(row, ref, metric="srcc"):
     """The row's test-fold ``metric`` minus the default row's on the same (seed, fold)
-    pairs: mean and corrected 95% interval (None without two shared folds)."""
-    from mlsp.training.crossval import corrected_interval
+    pairs: mean and corrected 95% interval (None without two shared folds), as
+    :func:`mlsp.evaluation.intervals.paired_difference` (r scale, clipped)."""
+    from mlsp.evaluation.intervals import paired_difference
 
     if ref is None or row is ref:
         return None
@@ -117,7 +133,20 @@ def minus_default(row, ref, metric="srcc"):
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return None
-    return list(corrected_interval([a[k] - b[k] for k in shared], 1.0 / (row["folds"] - 1)))
+    return paired_difference({k: a[k] for k in shared}, {k: b[k] for k in shared}, metric,
+                             1.0 / (row["folds"] - 1)).as_dict()
+
+
+def summary_of(row) -> dict:
+    """The row's summary recomputed from its fold values with the current intervals
+    (:mod:`mlsp.evaluation.intervals`), so row files written before bounded intervals are
+    re-summarised the same way; the stored summary when it has no fold values."""
+    from mlsp.training.crossval import CVResult
+
+    if not row.get("fold_rows"):
+        return row["summary"]
+    return CVResult(folds=row["folds"], seeds=tuple(row["seeds"]), rows=row["fold_rows"],
+                    oof={}, models=[], test_fraction=1.0 / (row["folds"] - 1)).summary()
 
 
 def table(rows) -> list[dict]:
@@ -125,19 +154,19 @@ def table(rows) -> list[dict]:
     its paired difference to ridge and to the default row (single_3fc) on shared folds."""
     flat = []
     default = next((r for r in rows if r["row"] == "single_3fc"), None)
-    first = rows[0]["summary"]
+    first = summary_of(rows[0])
     for ref, label in (("constant", "constant (training mean)"),
                        ("baseline_ridge", "ridge on narrow features (mean of 8 augmentations)")):
-        flat.append({"row": ref, "what": label, "srcc": first[ref].get("srcc"),
-                     "plcc": first[ref].get("plcc"), "rmse": first[ref].get("rmse"),
+        flat.append({"row": ref, "what": label, "srcc": named(first[ref].get("srcc")),
+                     "plcc": named(first[ref].get("plcc")), "rmse": named(first[ref].get("rmse")),
                      "minus_ridge": None, "minus_default": None, "seconds": None,
                      "runs": f"{rows[0]['folds']}x{len(rows[0]['seeds'])}"})
     for r in rows:
-        s = r["summary"]
+        s = summary_of(r)
         flat.append({"row": r["row"], "what": r["what"], "runs": f"{r['folds']}x{len(r['seeds'])}",
-                     "srcc": s["head"].get("srcc"),
-                     "plcc": s["head"].get("plcc"), "rmse": s["head"].get("rmse"),
-                     "minus_ridge": s.get("head_minus_ridge", {}).get("srcc"),
+                     "srcc": named(s["head"].get("srcc")),
+                     "plcc": named(s["head"].get("plcc")), "rmse": named(s["head"].get("rmse")),
+                     "minus_ridge": named(s.get("head_minus_ridge", {}).get("srcc")),
                      "minus_default": minus_default(r, default),
                      "seconds": r["seconds"]})
     return flat
@@ -150,9 +179,9 @@ def write(flat, out: Path, folds, seeds):
                     "rmse", "rmse_lo", "rmse_hi", "minus_ridge", "minus_ridge_lo", "minus_ridge_hi",
                     "minus_default", "minus_default_lo", "minus_default_hi", "seconds"])
         for r in flat:
-            w.writerow([r["row"], r["what"], r["runs"], *(r["srcc"] or [""] * 3), *(r["plcc"] or [""] * 3),
-                        *(r["rmse"] or [""] * 3), *(r["minus_ridge"] or [""] * 3),
-                        *(r["minus_default"] or [""] * 3), r["seconds"] or ""])
+            w.writerow([r["row"], r["what"], r["runs"], *triplet(r["srcc"]), *triplet(r["plcc"]),
+                        *triplet(r["rmse"]), *triplet(r["minus_ridge"]),
+                        *triplet(r["minus_default"]), r["seconds"] or ""])
     (out / "quality.json").write_text(json.dumps({"folds": folds, "seeds": list(seeds),
                                                   "rows": flat}, indent=1, default=float))
     from mlsp.evaluation.plots import pyplot
@@ -160,12 +189,12 @@ def write(flat, out: Path, folds, seeds):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(flat) + 1.2))
     for i, r in enumerate(flat):
-        m = r["srcc"]
-        if not m or not all(map(math.isfinite, m)):
+        m = triplet(r["srcc"])
+        if "" in m or not all(map(math.isfinite, m)):
             continue
         ax.errorbar(m[0], i, xerr=[[m[0] - m[1]], [m[2] - m[0]]], fmt="o", capsize=3,
                     color="grey" if r["row"] in ("constant", "baseline_ridge") else "C0")
-    ridge = flat[1]["srcc"][0]
+    ridge = triplet(flat[1]["srcc"])[0]
     ax.axvline(ridge, ls="--", color="grey", lw=0.8)
     ax.set_yticks(range(len(flat)), [r["what"] for r in flat], fontsize=8)
     ax.invert_yaxis()

@@ -84,8 +84,8 @@ def test_cross_validate_out_of_fold_and_held_out_split(tmp_path, monkeypatch):
              for k in np.flatnonzero(labels.split == "test")]
     assert sorted(tests) == sorted(ids[:50])
     s = res.summary()
-    assert s["head"]["srcc"][0] > 0.95 and s["head"]["srcc"][1] < s["head"]["srcc"][0]
-    assert s["head_minus_ridge"]["srcc"][1] > 0
+    assert s["head"]["srcc"]["mean"] > 0.95 and s["head"]["srcc"]["low"] < s["head"]["srcc"]["mean"]
+    assert s["head_minus_ridge"]["srcc"]["low"] > 0
     assert res.verdict().startswith("the head beats ridge")
     assert res.held_out == {"n": 10}
 
@@ -141,19 +141,28 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
     with open(out / "oof_predictions.csv") as f:
         oof = list(csv.DictReader(f))
     assert len(oof) == 80 and {r["seed"] for r in oof} == {"0", "1"}
+    assert (out / "oof_scatter.png").stat().st_size > 0
+    i = summary["summary"]["head"]["srcc"]  # named fields, inside [-1, 1]
+    assert -1 <= i["low"] <= i["mean"] <= i["high"] <= 1 and i["method"] == "fisher_z corrected_t"
     for s in ("0", "1"):  # every image predicted once per seed, by the fold that held it out
         assert sorted(r["id"] for r in oof if r["seed"] == s) == sorted(lab.ids)
     head = mlsp.load(out)
     rows = head.predict_store(path)
     assert len(rows) == 40 and all(np.isfinite(r["score"]) for r in rows)
     r = CliRunner().invoke(ablate, ["levels", str(path), "--labels", str(labels), "--folds", "2",
-                                    "--epochs", "1", "--out", str(tmp_path / "abl")])
+                                    "--epochs", "1", "--k", "1,all", "--out", str(tmp_path / "abl")])
     assert r.exit_code == 0, r.output
+    assert "indistinguishable from the best" in r.output
+    js = json.loads((tmp_path / "abl" / "ablation_levels.json").read_text())
+    assert js["best"] in (1, 2) and [x["k"] for x in js["rows"]] == [1, 2]
+    for x in js["rows"]:  # named intervals for the head and for ridge on the same levels
+        assert set(x["head"]["srcc"]) == {"mean", "low", "high", "n_folds", "method"}
+        assert -1 <= x["ridge"]["srcc"]["low"] <= x["ridge"]["srcc"]["high"] <= 1
     with open(tmp_path / "abl" / "ablation_levels.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["k"]) for r in rows] == [1, 2]
-    assert all(float(r["cv_srcc_lo"]) <= float(r["cv_srcc"]) <= float(r["cv_srcc_hi"])
-               for r in rows)
+    assert all(-1 <= float(r["cv_srcc_low"]) <= float(r["cv_srcc"]) <= float(r["cv_srcc_high"])
+               <= 1 for r in rows)
     assert (tmp_path / "abl" / "ablation_levels.png").stat().st_size > 0
 
 

@@ -39,14 +39,18 @@ def write_json(path, obj):
     write_atomic(path, json.dumps(jsonable(obj), indent=2) + "\n", Path(path).name)
 
 
-def write_predictions(path, ids, split, mos_true, mos_pred, dist_pred):
-    """id, split, true and predicted MOS (and the predicted distribution p1..pK)."""
+def write_predictions(path, ids, split, mos_true, mos_pred, dist_pred, extra=None):
+    """id, split, true and predicted MOS (then per-photo uncertainty columns such as
+    ``spread`` / ``score_std`` from ``extra``, and the predicted distribution p1..pK)."""
+    extra = extra or {}
     with atomic_path(path, Path(path).name) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         k = 0 if dist_pred is None else dist_pred.shape[1]
-        w.writerow(["id", "split", "mos_true", "mos_pred", *(f"p{i + 1}" for i in range(k))])
+        w.writerow(["id", "split", "mos_true", "mos_pred", *extra,
+                    *(f"p{i + 1}" for i in range(k))])
         for i in range(len(ids)):
-            row = [ids[i], split[i], f"{mos_true[i]:.6f}", f"{mos_pred[i]:.6f}"]
+            row = [ids[i], split[i], f"{mos_true[i]:.6f}", f"{mos_pred[i]:.6f}",
+                   *(f"{v[i]:.6f}" for v in extra.values())]
             if k:
                 row += [f"{v:.6f}" for v in dist_pred[i]]
             w.writerow(row)

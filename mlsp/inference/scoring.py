@@ -100,8 +100,9 @@ def find_weights(features: dict, hint=None, model_dir=None):
     return lookup(features, hint, model_dir)
 
 
-def _row(id_, path, mos, dist, error=None):
+def _row(id_, path, mos, dist, error=None, **uncertainty):
     out = {"id": id_, "path": path, "score": None if mos is None else float(mos)}
+    out.update({k: float(v) for k, v in uncertainty.items()})
     if dist is not None:
         out["distribution"] = [float(v) for v in dist]
     if error:
@@ -155,10 +156,24 @@ def score_images(head, paths_or_folders, weights=None, progress: bool = True,
         # (wide_foreback) is its parts' selected channels side by side, as in training
         x = np.concatenate([res.features[part].astype(np.float32)[..., index]
                             for part in parts], axis=-1)
-        raw = np.asarray(head.model.predict_on_batch(x)).reshape(len(x), -1).mean(axis=0)
-        mos, dist = outputs_to_scores(raw[None], sidecar)
-        out.append(_row(it.id, str(it.path), mos[0], None if dist is None else dist[0]))
+        mos, dist, extra = _score_crops(head, x)
+        out.append(_row(it.id, str(it.path), mos[0], None if dist is None else dist[0],
+                        **{k: v[0] for k, v in extra.items()}))
     return out
+
+
+def _score_crops(head, x):
+    """One image's crops -> (mos, dist, uncertainty columns), each of length 1."""
+    from .uncertainty import ensemble_scores, uncertainty_columns
+
+    folds = head.fold_model()
+    model = head.model if folds is None else folds
+    raw = np.asarray(model.predict_on_batch(x)).reshape(len(x), -1).mean(0)
+    if folds is None:
+        mos, dist = outputs_to_scores(raw[None], head.sidecar)
+        return mos, dist, uncertainty_columns(None, dist, head.sidecar)
+    mos, dist, per_fold = ensemble_scores(raw[None], head.sidecar)
+    return mos, dist, uncertainty_columns(per_fold, dist, head.sidecar)
 
 
 def level_index(levels, sidecar) -> np.ndarray:
@@ -206,7 +221,7 @@ def score_store(head, store_path, ids=None, batch_size: int = 128,
                           progress=progress)
     try:
         order = np.argsort(done, kind="stable")
-        mos, dist = head.score_rows(feats, done[order], batch_size)
+        mos, dist, extra = head.score_rows_uncertain(feats, done[order], batch_size)
     finally:
         feats.close()
     by_row = {int(r): k for k, r in enumerate(done[order])}
@@ -214,7 +229,8 @@ def score_store(head, store_path, ids=None, batch_size: int = 128,
     for r in sel.tolist():
         if r in by_row:
             k = by_row[r]
-            out.append(_row(all_ids[r], paths[r], mos[k], None if dist is None else dist[k]))
+            out.append(_row(all_ids[r], paths[r], mos[k], None if dist is None else dist[k],
+                            **{c: v[k] for c, v in extra.items()}))
         else:
             why = errors[r] if status[r] == FAILED else "not extracted yet (pending)"
             out.append(_row(all_ids[r], paths[r], None, None, why or "failed"))

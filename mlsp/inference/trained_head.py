@@ -81,6 +81,28 @@ class TrainedHead:
         return outputs_to_scores(predict_averaged(self.model, features, rows, batch_size),
                                  self.sidecar)
 
+    def score_rows_uncertain(self, features: StoreFeatures, rows, batch_size=128):
+        """(mos, distribution or None, {"spread", "score_std"}) per store row: a fold
+        ensemble's spread between its fold models, a distribution's predicted standard
+        deviation (:mod:`mlsp.inference.uncertainty`)."""
+        from .uncertainty import ensemble_scores, uncertainty_columns
+
+        folds = self.fold_model()
+        if folds is None:
+            mos, dist = self.score_rows(features, rows, batch_size)
+            return mos, dist, uncertainty_columns(None, dist, self.sidecar)
+        mos, dist, per_fold = ensemble_scores(
+            predict_averaged(folds, features, rows, batch_size), self.sidecar)
+        return mos, dist, uncertainty_columns(per_fold, dist, self.sidecar)
+
+    def fold_model(self):
+        """The fold models' outputs side by side (fold ensembles), else None; built once."""
+        if not hasattr(self, "_folds"):
+            from .uncertainty import fold_outputs_model
+
+            self._folds = fold_outputs_model(self.model, self.sidecar)
+        return self._folds
+
     def folder(self) -> Path:
         """A folder holding this head's ``model.keras`` + ``model.json``: where it was saved
         or loaded from, else a temporary one written once (what the ONNX exporter reads)."""
@@ -125,7 +147,8 @@ class TrainedHead:
 
 
 def _evaluate(head, store, labels, split, batch_size, progress):
-    """(result dict, the labels evaluated, predicted MOS, predicted distributions or None)."""
+    """(result dict, the labels evaluated, predicted MOS, predicted distributions or None,
+    the per-photo uncertainty columns)."""
     from ..evaluation.metrics import evaluate_predictions
     from ..labels import aligned_labels
 
@@ -146,7 +169,7 @@ def _evaluate(head, store, labels, split, batch_size, progress):
     feats = StoreFeatures(store, head.sidecar["levels"], head.sidecar["pooling"],
                           progress=progress)
     try:
-        mos_pred, dist_pred = head.score_rows(feats, rows, batch_size)
+        mos_pred, dist_pred, extra = head.score_rows_uncertain(feats, rows, batch_size)
     finally:
         feats.close()
     use_dist = dist_pred is not None and lab.distribution is not None \
@@ -157,7 +180,7 @@ def _evaluate(head, store, labels, split, batch_size, progress):
                                    dist_pred=dist_pred if use_dist else None)
     result = {"model": str(head.path or head.name), "store": str(store),
               "alignment": al.report(), "split": split or "all", "metrics": metrics}
-    return result, lab, mos_pred, dist_pred
+    return result, lab, mos_pred, dist_pred, extra
 
 
 def load(path) -> TrainedHead:
@@ -180,15 +203,16 @@ def evaluate_trained(model_path, store_path, labels, out_dir=None, batch_size=12
     if out_dir is not None:  # before the evaluation, not after it
         check_folder_writable(out_dir, "evaluation folder")
     head = _as_head(model_path)
-    res, lab, mos_pred, dist_pred = _evaluate(head, store_path, labels, split, batch_size,
-                                              progress)
+    res, lab, mos_pred, dist_pred, extra = _evaluate(head, store_path, labels, split,
+                                                     batch_size, progress)
     res["model"] = str(model_path) if not isinstance(model_path, TrainedHead) else res["model"]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "evaluation.json", res)
         sp = lab.split if lab.split is not None else np.full(len(lab), "", dtype=object)
-        write_predictions(out / "predictions.csv", lab.ids, sp, lab.mos, mos_pred, dist_pred)
+        write_predictions(out / "predictions.csv", lab.ids, sp, lab.mos, mos_pred, dist_pred,
+                          extra)
         plot_scatter(out / "scatter.png", {split or "all": (lab.mos, mos_pred, res["metrics"])},
                      lab.score_range, f"{head.name} on {Path(store_path).name}")
     return res

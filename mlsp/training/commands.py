@@ -1,4 +1,5 @@
-"""Command-line: ``mlsp train``, ``mlsp evaluate``, ``mlsp predict``, ``mlsp ablate levels``.
+"""Command-line: ``mlsp train``, ``mlsp evaluate``, ``mlsp predict``, ``mlsp ablate levels``,
+``mlsp compare``.
 
 Registered by the main ``mlsp`` group (:mod:`mlsp.cli`) from ``commands``.
 """
@@ -20,7 +21,7 @@ from ..vocabulary import (FEATURE_KINDS, FEED_MODES, LOSSES, OBJECTIVES, OUTPUTS
                           PRECISIONS, PREDICT_RUNTIMES, SAMPLE_WEIGHTS, canonical)
 from .config import DEFAULTS
 
-__all__ = ["commands", "train", "evaluate", "predict", "models", "ablate"]
+__all__ = ["commands", "train", "evaluate", "predict", "models", "ablate", "compare_cmd"]
 
 #: What a library call may raise for bad input: each becomes a one-line error.
 USER_ERRORS = (MLSPError, ValueError, FileNotFoundError, KeyError)
@@ -226,14 +227,16 @@ def _format(rows, fmt):
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
     k = max((len(r.get("distribution", [])) for r in rows), default=0)
+    unc = [c for c in ("spread", "score_std") if any(c in r for r in rows)]  # mlsp.inference.uncertainty
     w = csv.writer(buf)
-    w.writerow(["rank", "id", "path", "score", "percentile", *(f"p{i + 1}" for i in range(k)),
-                "error"])
+    w.writerow(["rank", "id", "path", "score", "percentile", *unc,
+                *(f"p{i + 1}" for i in range(k)), "error"])
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.4f}"
         pct = "" if r.get("percentile") is None else f"{r['percentile']:.1f}"
         dist = [f"{v:.4f}" for v in r.get("distribution", [])] or [""] * k
         w.writerow(["" if r.get("rank") is None else r["rank"], r["id"], r["path"], score, pct,
+                    *(f"{r[c]:.4f}" if c in r else "" for c in unc),
                     *dist, r.get("error", "")])
     return buf.getvalue()
 
@@ -382,26 +385,23 @@ def ablate():
 @click.option("--test-list", type=click.Path(exists=True))
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--out", "out_dir", default="ablation", show_default=True, type=click.Path())
+@click.option("--k", "ks", default=None,
+              help="Only these numbers of last levels, e.g. 1,2,4,8,all (default: every k).")
 @_CV_OPTIONS[0]
 @_CV_OPTIONS[1]
 def ablate_levels_cmd(store, labels_file, head, epochs, lr, seed, test_list, val_fraction, out_dir,
-                      folds, seeds):
-    """Train HEAD on the last k levels, k = 1..L (MLSP Fig. 7)."""
+                      ks, folds, seeds):
+    """Train HEAD on the last k levels, k = 1..L or --k (MLSP Fig. 7)."""
     from .ablations import ablate_levels
 
     try:
-        rows = ablate_levels(store, labels_file, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
-                             seed=seed, val_fraction=val_fraction, **_cv(folds, seeds, seed),
-                             **_test_ids(test_list))
+        ablate_levels(store, labels_file, head=head, out_dir=out_dir, epochs=epochs, lr=lr,
+                      seed=seed, val_fraction=val_fraction, ks=ks, **_cv(folds, seeds, seed),
+                      **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
-    from ..evaluation.reports import fmt
-
-    key = "cv_srcc" if folds else "val_srcc"
-    best = max(rows, key=lambda r: -1 if r.get(key) is None else r[key])
-    what = "cross-validated" if folds else "on validation"
-    click.echo(f"best {what}: last {best['k']} levels (SRCC {fmt(best[key])}); "
-               f"wrote ablation_levels.csv and ablation_levels.png to {out_dir}")
+    click.echo(f"wrote ablation_levels.csv, ablation_levels.json and ablation_levels.png "
+               f"to {out_dir}")
 
 
 @ablate.command("pooling")
@@ -419,7 +419,7 @@ def ablate_pooling_cmd(store, labels_file, epochs, lr, batch_size, seed, test_li
                        **_cv(folds, seeds, seed), **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
-    click.echo(f"wrote ablation_pooling.csv and ablation_pooling.png to {out_dir}")
+    click.echo(f"wrote ablation_pooling.csv, .json and .png to {out_dir}")
 
 
 @ablate.command("objective")
@@ -439,8 +439,51 @@ def ablate_objective_cmd(store, labels_file, head, epochs, lr, batch_size, seed,
                          **_cv(folds, seeds, seed), **_test_ids(test_list))
     except USER_ERRORS as err:
         _fail(err)
-    click.echo(f"wrote ablation_objective.csv and ablation_objective.png to {out_dir}")
+    click.echo(f"wrote ablation_objective.csv, .json and .png to {out_dir}")
+
+
+@click.command("compare")
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True))
+@click.option("--heads", required=True,
+              help="Heads to compare on the same folds, e.g. ridge,single_3fc,multi_3fc.")
+@click.option("--reference", default=None,
+              help="The run every other is differenced against (default: the first head).")
+@click.option("--levels", default=None, help="Levels for every head (default: all).")
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=POSITIVE_INT)
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=AUTO_FLOAT, help=LR_HELP)
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=POSITIVE_INT)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=NONNEGATIVE_INT)
+@click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True,
+              type=AUTO_FLOAT, help=VAL_HELP)
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2))
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Repeat the folds with this many seeds (--seed, --seed+1, ...).")
+@click.option("--out", "out_dir", default="compare", show_default=True, type=click.Path())
+@click.option("--quiet", is_flag=True)
+def compare_cmd(store, labels_file, heads, reference, levels, epochs, lr, batch_size, seed,
+                val_fraction, folds, seeds, out_dir, quiet):
+    """Cross-validate several heads on the same folds: each with its 95% interval and the
+    paired difference to a reference (CSV, JSON, PNG, out-of-fold scatter)."""
+    from .compare import compare, comparison_lines, parse_runs
+
+    try:
+        runs = parse_runs(heads)
+        for name in runs:
+            if name not in HEAD_NAMES:
+                raise ValueError(f"--heads: unknown head {name!r}; heads: "
+                                 f"{', '.join(HEAD_NAMES)}")
+        report = compare(store, labels_file, heads=runs, reference=reference, folds=folds,
+                         seeds=tuple(range(seed, seed + seeds)), out_dir=out_dir,
+                         progress=not quiet, levels=levels, epochs=epochs, lr=lr,
+                         batch_size=batch_size, val_fraction=val_fraction)
+    except USER_ERRORS as err:
+        _fail(err)
+    for line in comparison_lines(report):
+        click.echo(line)
+    click.echo(f"wrote compare.csv, compare.json, compare_folds.csv, compare_oof.csv, "
+               f"compare.png, compare_scatter.png to {out_dir}")
 
 
 predict.needs_backend = needs_backend  # mlsp.cli imports Keras only when this says so
-commands = [train, evaluate, predict, models, ablate]
+commands = [train, evaluate, predict, models, ablate, compare_cmd]

@@ -5,7 +5,9 @@ on SRCC), so comparisons are made on out-of-fold predictions: every labelled ima
 predicted once per seed by a model that never saw it.  The interval around a mean over
 the K x S fold results is the corrected repeated k-fold t interval (Nadeau and Bengio
 2003, Bouckaert and Frank 2004): the variance is inflated by ``1/n + n_test/n_train``
-because the folds share training images; a plain t interval would be too narrow.
+because the folds share training images; a plain t interval would be too narrow.  Each
+metric's interval is computed on a scale where it is unbounded (Fisher z for correlations,
+log for errors): :mod:`mlsp.evaluation.intervals`, the one rule for every report.
 
 The model kept is the ensemble of the K fold models of the first seed (their outputs
 averaged, MOS outputs mapped back to the rating scale first), saved as one Keras model:
@@ -19,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
+from ..evaluation.intervals import as_interval, corrected_t, metric_interval, paired_difference
 from ..evaluation.metrics import evaluate_predictions
 
 __all__ = ["assign_folds", "corrected_interval", "cross_validate", "CVResult", "ROWS"]
@@ -51,19 +53,14 @@ def assign_folds(ids, k: int, seed: int = 0) -> np.ndarray:
 
 
 def corrected_interval(values, test_fraction: float, level: float = 0.95):
-    """``(mean, low, high)`` of fold results by the corrected repeated k-fold t interval.
+    """``(mean, low, high)`` of fold results by the corrected repeated k-fold t interval
+    on the raw scale (no bounds; :mod:`mlsp.evaluation.intervals` maps each metric to its
+    own scale first and is what the reports use).
 
     ``test_fraction`` = n_test / n_train of one fold (1/(K-1) for K folds).  NaNs are
     dropped; fewer than two values give an interval of NaN.
     """
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if v.size < 2:
-        return m, math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * math.sqrt(
-        (1.0 / v.size + float(test_fraction)) * v.var(ddof=1))
+    m, half = corrected_t(values, test_fraction, level)
     return m, m - half, m + half
 
 
@@ -84,18 +81,25 @@ class CVResult:
     def values(self, row: str, metric: str) -> list:
         return [r.get(metric) for r in self.rows if r["row"] == row]
 
+    def fold_values(self, row: str, metric: str) -> dict:
+        """``{(seed, fold): value}`` of one row's metric (the key pairs runs on the same
+        folds: fold assignment depends on the ids and the seed only)."""
+        return {(r["seed"], r["fold"]): r.get(metric) for r in self.rows
+                if r["row"] == row and r.get(metric) is not None}
+
     def summary(self) -> dict:
-        """``{row: {metric: [mean, low, high]}}`` plus ``head_minus_ridge`` (paired)."""
+        """``{row: {metric: {mean, low, high, n_folds, method}}}`` plus
+        ``head_minus_ridge`` (paired on the same folds); intervals from
+        :func:`mlsp.evaluation.intervals.metric_interval`."""
         out = {}
         for row in ROWS:
-            out[row] = {m: list(corrected_interval(self.values(row, m), self.test_fraction))
+            out[row] = {m: metric_interval(m, self.values(row, m), self.test_fraction).as_dict()
                         for m in SUMMARY_METRICS if any(v is not None for v in self.values(row, m))}
         for m in ("srcc", "plcc"):
             h, r = self.values("head", m), self.values("baseline_ridge", m)
             if h and len(h) == len(r) and all(v is not None for v in h + r):
-                d = np.asarray(h, float) - np.asarray(r, float)
-                out.setdefault("head_minus_ridge", {})[m] = list(
-                    corrected_interval(d, self.test_fraction))
+                out.setdefault("head_minus_ridge", {})[m] = paired_difference(
+                    h, r, m, self.test_fraction).as_dict()
         return out
 
     def oof_metrics(self) -> dict:
@@ -124,18 +128,19 @@ class CVResult:
         """One line saying whether the head beats the ridge baseline, with both numbers
         (none when the head is ridge itself in every fold: no model is compared with itself)."""
         s = self.summary()
-        h, r = s["head"].get("srcc"), s["baseline_ridge"].get("srcc")
+        h, r = as_interval(s["head"].get("srcc")), as_interval(s["baseline_ridge"].get("srcc"))
         if not h or not r or set(self.model_counts()) == {"ridge"}:
             return ""
-        d = s.get("head_minus_ridge", {}).get("srcc", [h[0] - r[0], math.nan, math.nan])
-        if d[1] > 0:
+        d = as_interval(s.get("head_minus_ridge", {}).get("srcc")) or as_interval(
+            [h.mean - r.mean, math.nan, math.nan])
+        if d.low > 0:
             word = "beats"
-        elif d[2] < 0:
+        elif d.high < 0:
             word = "is WORSE than"
         else:
             word = "does not clearly beat"
-        return (f"{self.head_name()} {word} ridge: SRCC {h[0]:.3f} vs {r[0]:.3f} "
-                f"(difference {d[0]:+.3f}, 95% interval {d[1]:+.3f} to {d[2]:+.3f})")
+        return (f"{self.head_name()} {word} ridge: SRCC {h.mean:.3f} vs {r.mean:.3f} "
+                f"(difference {d.mean:+.3f}, 95% interval {d.low:+.3f} to {d.high:+.3f})")
 
     def ensemble(self):
         """One Keras model averaging the first seed's fold models, and its sidecar."""

@@ -1,7 +1,8 @@
 """What a cross-validation run writes and prints: the fold ensemble (model.keras +
 model.json), cv_folds.csv (every fold's metrics for the head, ridge and the constant),
 cv_summary.json (means with 95% intervals, out-of-fold metrics, the verdict against ridge),
-oof_predictions.csv and cv_folds.png (each fold's SRCC, head against ridge)."""
+oof_predictions.csv, cv_folds.png (each fold's SRCC, head against ridge) and oof_scatter.png
+(out-of-fold predicted vs true MOS)."""
 from __future__ import annotations
 
 import csv
@@ -10,20 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.plots import pyplot
+from ..evaluation.intervals import as_interval, interval_text
+from ..evaluation.plots import correlation_axis, plot_scatter, pyplot
 from ..evaluation.reports import fmt, write_json
 from ..inference.model_format import write_model
 
 __all__ = ["write_cv_report", "summary_lines", "interval_text", "saved_line"]
-
-
-def interval_text(m) -> str:
-    """``0.752 [0.731, 0.773]`` for a (mean, low, high) triple; ``-`` when missing."""
-    if not m or m[0] is None or not math.isfinite(m[0]):
-        return "-"
-    if m[1] is None or not math.isfinite(m[1]):
-        return fmt(m[0])
-    return f"{fmt(m[0])} [{fmt(m[1])}, {fmt(m[2])}]"
 
 
 def summary_lines(result) -> list[str]:
@@ -91,6 +84,14 @@ def write_cv_report(out, result, plots: bool = True) -> list:
     files += [out / "cv_folds.csv", out / "cv_summary.json", out / "oof_predictions.csv"]
     if plots:
         files.append(_plot_folds(out / "cv_folds.png", result))
+        s0 = result.seeds[0]
+        o, m = result.oof[s0], result.oof_metrics()[int(s0)]
+        scatter = plot_scatter(out / "oof_scatter.png",
+                               {f"out-of-fold, seed {s0}": (o["mos_true"], o["mos_pred"], m)},
+                               sidecar.get("score_range") or (float(np.min(o["mos_true"])),
+                                                              float(np.max(o["mos_true"]))),
+                               "every image scored by the fold model that held it out")
+        files += [scatter] if scatter else []
     return files
 
 
@@ -103,12 +104,13 @@ def _plot_folds(path, result):
         v = np.array([np.nan if x is None else x for x in result.values(row, "srcc")], float)
         ax.plot(np.full(v.size, k) + np.linspace(-0.15, 0.15, v.size), v, "o", alpha=0.5,
                 color=f"C{k}")
-        m = s.get(row, {}).get("srcc")
-        if m and all(map(math.isfinite, m)):
-            ax.errorbar(k + 0.3, m[0], yerr=[[m[0] - m[1]], [m[2] - m[0]]], fmt="s",
+        m = as_interval(s.get(row, {}).get("srcc"))
+        if m and all(map(math.isfinite, (m.mean, m.low, m.high))):
+            ax.errorbar(k + 0.3, m.mean, yerr=[[m.mean - m.low], [m.high - m.mean]], fmt="s",
                         capsize=4, color=f"C{k}", label=f"{label}: {interval_text(m)}")
     ax.set_xticks([0, 1], ["head", "ridge"])
     ax.set_ylabel("test-fold SRCC")
+    correlation_axis(ax)
     ax.set_title(f"{result.folds}-fold CV x {len(result.seeds)} seed(s)")
     ax.legend(fontsize=8)
     fig.tight_layout()
