@@ -66,7 +66,7 @@ def ensure_store(store: Path, labels: Path) -> Path:
 def cell_labels(lab, fold_of, j, size, seed):
     """The outer fold ``j`` as 'test', ``size`` images of the rest (a seeded draw, nested
     across sizes) split train / val as the trainer would (10% validation)."""
-    from mlsp.training.targets import split_labels
+    from mlsp.labels.split import split_labels
 
     train = np.flatnonzero(fold_of != j)
     order = np.random.default_rng([int(seed), int(j), 5]).permutation(train)

@@ -52,7 +52,7 @@ def outer_fold(store, lab, test_mask, a, o) -> list[dict]:
     """Score the outer test photos of fold ``o`` with both kinds of uncertainty."""
     from mlsp.inference.trained_head import TrainedHead
     from mlsp.training.crossval import cross_validate
-    from mlsp.training.targets import split_labels
+    from mlsp.labels.split import split_labels
     from mlsp.training.trainer import train
 
     train_lab = replace(lab.subset(~test_mask), split=None)
