@@ -37,13 +37,24 @@ def _fail(message: str):
 USER_ERRORS = (MLSPError, ValueError, FileNotFoundError, KeyError)
 
 
+class OneLineUsageError(click.ClickException):
+    """A bad option or argument: click's usage error as one line, exit status 2."""
+
+    exit_code = 2
+
+
 class MLSPGroup(click.Group):
     """The ``mlsp`` group: every error of the library a command lets through is printed as
-    one line (:func:`mlsp.errors.one_line`) with exit status 1, never a traceback."""
+    one line (:func:`mlsp.errors.one_line`) with exit status 1, never a traceback; a bad
+    option or argument is one line too (click's usage block folded), exit status 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            where = f"{err.ctx.command_path} --help" if err.ctx else "mlsp --help"
+            raise OneLineUsageError(f"{one_line(err.format_message())} (see '{where}')") \
+                from None
         except USER_ERRORS as err:
             raise click.ClickException(one_line(err)) from None
 

@@ -42,6 +42,7 @@ def test_the_command_line_refuses_bad_numbers_before_any_work(tmp_path, args, op
     assert got.exit_code == 2
     err = [ln for ln in got.output.splitlines() if ln.startswith("Error")]
     assert len(err) == 1 and option in err[0] and "got" in err[0], got.output
+    assert len(got.output.strip().splitlines()) == 1, got.output  # no usage block around it
     assert "Traceback" not in got.output and not (tmp_path / "s.h5").exists()
 
 
