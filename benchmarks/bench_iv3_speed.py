@@ -88,11 +88,12 @@ def make_large(folder: Path, name, size):
     return path
 
 
-def _one_large(weights, path, augment, out):
+def _one_large(weights, path, augment, out, max_memory=None):
     """Subprocess body: build the model, extract one photo, report time and peak RSS."""
     t0 = time.perf_counter()
     from mlsp.extract.extractor import ExtractOptions, extract
     from mlsp.extract.model import MLSPModel
+    from mlsp.extract.worker import activation_bytes_per_pixel
     from mlsp.images.sources import ImageItem
     from mlsp.stores.features import FeatureStore
 
@@ -100,7 +101,7 @@ def _one_large(weights, path, augment, out):
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t1 = time.perf_counter()
     opts = ExtractOptions(backbone="inception_v3", weights=weights, wide_size=0,
-                          augmentation=augment, workers=1)
+                          augmentation=augment, workers=1, max_memory=max_memory)
     s = extract([ImageItem("big", str(path))], out, opts, model=model, progress=False)
     t2 = time.perf_counter()
     with FeatureStore.open(out) as fs:
@@ -108,19 +109,22 @@ def _one_large(weights, path, augment, out):
         size = [int(fs.h5["images/height"][0]), int(fs.h5["images/width"][0])]
     print(json.dumps({"done": s.done, "failed": s.failed, "errors": [str(f) for f in s.failures],
                       "model_build_s": t1 - t0, "extract_s": t2 - t1, "scale": scale,
-                      "height_width": size, "augmentation": augment,
+                      "height_width": size, "augmentation": augment, "max_memory": max_memory,
+                      "activation_bytes_per_pixel": activation_bytes_per_pixel(model),
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "rss_after_model_bytes": rss_model}))
 
 
-def part_large(weights, augment, timeout):
+def part_large(weights, augment, timeout, max_memory=None, sizes=tuple(SIZES)):
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name, size in SIZES.items():
-            path = make_large(tmp, name, size)
+        for name in sizes:
+            path = make_large(tmp, name, SIZES[name])
             cmd = [sys.executable, __file__, "--one-large", str(path), "--weights", weights,
                    "--large-augment", augment, "--out-store", str(tmp / f"{name}.h5")]
+            if max_memory:
+                cmd += ["--large-max-memory", str(max_memory)]
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
@@ -186,12 +190,17 @@ def main():
     ap.add_argument("--labels", type=Path, default=LIVEC / "labels.csv")
     ap.add_argument("--large-augment", default="whole", choices=("whole", "crops"))
     ap.add_argument("--large-timeout", type=int, default=300)
+    ap.add_argument("--large-sizes", default="12MP,24MP")
+    ap.add_argument("--large-max-memory", type=int, default=None,
+                    help="bytes of activations a pass may take (default: the extractor's, a "
+                         "quarter of RAM; a larger photo is downscaled to fit)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "iv3_speed.json")
     ap.add_argument("--one-large", help=argparse.SUPPRESS)
     ap.add_argument("--out-store", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one_large:
-        return _one_large(a.weights, a.one_large, a.large_augment, a.out_store)
+        return _one_large(a.weights, a.one_large, a.large_augment, a.out_store,
+                          a.large_max_memory)
     if not Path(a.weights).is_file():
         raise SystemExit(f"--weights: {a.weights} not found (make it: python "
                          f"../shared/tools/inception_v3_weights.py --out DIR)")
@@ -213,7 +222,8 @@ def main():
             fig["onnx"] = part_onnx(a.weights, a.store, a.labels, a.n)
         print("onnx", fig["onnx"], flush=True)
     if "large" in parts:
-        fig["large"] = part_large(a.weights, a.large_augment, a.large_timeout)
+        fig["large"] = part_large(a.weights, a.large_augment, a.large_timeout,
+                                  a.large_max_memory, a.large_sizes.split(","))
     fig["load_average_end"] = os.getloadavg()
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(fig, indent=1, default=float))

@@ -188,6 +188,8 @@ def table(combo: str, rows: dict) -> list[dict]:
                      "ridge_same": None, "paper": "", "k": None, "seconds": None})
     for name, r in rows.items():
         s = r["summary"]
+        if r["reference"] == "single_3fc_r" and "single_3fc_r" not in rows:
+            r["reference"] = "single_3fc"  # the default feeding (all 8 an epoch) as reference
         ref = rows.get(r["reference"]) if r["reference"] != "ridge" else None
         same = s.get("baseline_ridge", {}).get("srcc")
         flat.append({
