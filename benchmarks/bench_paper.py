@@ -204,6 +204,20 @@ def table(combo: str, rows: dict) -> list[dict]:
     return flat
 
 
+def backbone_pairs(ridges: dict) -> list[dict]:
+    """Ridge of one backbone minus another's on the same set: the photos and folds are the
+    same (folds depend on ids and seed only), so the difference is paired."""
+    out = []
+    names = sorted(ridges)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            if x.split("_")[0] == y.split("_")[0] and ridges[x][0] and ridges[y][0]:
+                d = paired(ridges[x][0], ridges[y][0], ridges[x][1])
+                if d:
+                    out.append({"a": x, "b": y, "srcc": d})
+    return out
+
+
 def fmt(m, signed=False):
     if not m or not math.isfinite(m[0]):
         return "-"
@@ -343,7 +357,7 @@ def main():
             print(f"== {a.set} {a.backbone} {name}: {spec[1]}", flush=True)
             row = run_row(name, spec, store, labels, a.folds, seeds, path, extra)
             print(f"   {row['verdict']} ({row['seconds']} s)", flush=True)
-    flat = []
+    flat, ridges = [], {}
     for combo_dir in sorted(p for p in a.out.iterdir() if p.is_dir()):
         bb = (combo_dir.name.split("_") + [""])[1]
         if bb not in BACKBONES:
@@ -354,7 +368,14 @@ def main():
         rows = {k: rows[k] for k in order if k in rows}
         if rows:
             flat += table(combo_dir.name, rows)
+            ridges[combo_dir.name] = (ridge_folds(rows), next(iter(rows.values()))["folds"])
     write(flat, a.out)
+    pairs = backbone_pairs(ridges)
+    for p in pairs:
+        print(f"ridge, {p['a']} - {p['b']} (same photos, same folds): {fmt(p['srcc'], True)}")
+    data = json.loads((a.out / "paper.json").read_text())
+    (a.out / "paper.json").write_text(json.dumps(dict(data, backbone_pairs=pairs), indent=1,
+                                                 default=float))
     print("| set, backbone | row | folds x seeds | SRCC [95%] | - ridge (paired) | "
           "- reference (paired) | ridge, same levels | paper (AVA) | s |\n"
           "|---|---|---|---|---|---|---|---|---|")
