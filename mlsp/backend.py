@@ -27,7 +27,11 @@ def load_backend() -> None:
     :class:`~mlsp.errors.BackendUnavailableError` naming the fix, not a traceback."""
     if "keras" in sys.modules:
         return
-    for key, value in QUIET_ENV.items():
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:  # the user chose no TensorFlow logging:
+        import logging  # its Python-side notices (e.g. tf.function retracing, which model
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # selection's many small
+    for key, value in QUIET_ENV.items():  # fits trigger) stay out of a silent library
         os.environ.setdefault(key, value)
     backend = os.environ.get("KERAS_BACKEND") or "tensorflow"
     saved = os.dup(2)

@@ -115,4 +115,4 @@ def test_cli_choices_come_from_the_vocabulary():
     assert tuple(train["precision"].type.choices) == vocabulary.PRECISIONS
     assert tuple(train["objective"].type.choices) == vocabulary.OBJECTIVES
     predict = {p.name: p for p in main.commands["predict"].params}
-    assert tuple(predict["runtime"].type.choices) == vocabulary.RUNTIMES
+    assert tuple(predict["runtime"].type.choices) == vocabulary.PREDICT_RUNTIMES

@@ -287,7 +287,7 @@ def test_cli_train_and_evaluate(trained, tmp_path):
 
     from mlsp.training.commands import commands, evaluate
 
-    assert [c.name for c in commands] == ["train", "evaluate", "predict", "models", "ablate"]
+    assert [c.name for c in commands] == ["train", "evaluate", "predict", "models", "ablate", "compare"]
     path, ids, labels, res = trained
     lab = tmp_path / "labels.csv"
     lab.write_text("id,mos\n" + "".join(f"{i},{m}\n" for i, m in zip(labels.ids, labels.mos)))

@@ -20,7 +20,7 @@ def test_score_std_of_distributions_by_hand():
 
 def _ridge_folds(path, lab):
     """Two ridge heads fitted on different halves: the fold models of an ensemble."""
-    from mlsp.training.targets import split_labels
+    from mlsp.labels.split import split_labels
     from mlsp.training.trainer import train
 
     out = []

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError, one_line
-from ..outputs import OutputError, check_writable
+from ..outputs import OutputError, atomic_path, check_writable
 from ..vocabulary import TTA_MODES, check_choice
 
 __all__ = ["export_onnx", "predict_onnx", "score_onnx_file", "cached_export", "TTA_MODES",

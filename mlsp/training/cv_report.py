@@ -47,9 +47,10 @@ def saved_line(result) -> str:
     line = (f"saved: the ensemble of the {len(heads)} fold models of seed {result.seeds[0]} "
             f"({what})")
     s = result.summary()
-    h, r = s["head"].get("srcc"), s["baseline_ridge"].get("srcc")
-    if set(result.model_counts()) != {"ridge"} and h and r and h[0] < r[0]:
-        line += (f"; it LOST to ridge on these folds (SRCC {h[0]:.3f} vs {r[0]:.3f}): "
+    h = as_interval(s["head"].get("srcc"))
+    r = as_interval(s["baseline_ridge"].get("srcc"))
+    if set(result.model_counts()) != {"ridge"} and h and r and h.mean < r.mean:
+        line += (f"; it LOST to ridge on these folds (SRCC {h.mean:.3f} vs {r.mean:.3f}): "
                  f"consider --head ridge")
     return line
 

@@ -11,7 +11,7 @@ Tie rule: candidates are tried in order (ridge first); a later one wins only whe
 inner SRCC is strictly higher.  Ridge is first because it is cheaper and because the goal
 is never to fall below it.  The margin reported is the winner's paired difference to the
 runner-up over the same inner folds, with the corrected repeated k-fold interval
-(Nadeau and Bengio 2003; :func:`mlsp.training.crossval.corrected_interval`).
+(Nadeau and Bengio 2003, on the Fisher-z scale for SRCC: :mod:`mlsp.evaluation.intervals`).
 
 K = 5 inner folds: every inner fit sees 80% of the training part, so the inner comparison
 is made at nearly the size the final model is trained at (the head's advantage grows with
@@ -111,6 +111,12 @@ def _inner_labels(part, fold_of, j, val_fraction, seed):
     return split_labels(replace(part, split=None), val_fraction, seed * 1000 + j, test_ids)
 
 
+def _triplet(iv):
+    """(mean, low, high) of an :class:`mlsp.evaluation.intervals.Interval`: Fisher z for
+    the candidates' SRCC, the paired r difference for the margin (bounded intervals)."""
+    return iv.mean, iv.low, iv.high
+
+
 def select_model(store, labels, candidates=SELECTION_CANDIDATES, folds: int = SELECTION_FOLDS,
                  seed: int = 0, val_fraction="auto", fit=None, progress: bool = False,
                  **options) -> Selection:
@@ -122,7 +128,8 @@ def select_model(store, labels, candidates=SELECTION_CANDIDATES, folds: int = SE
     fit: the labels given to ``fit`` hold the training part's images only."""
     from ..labels import aligned_labels
     from ..stores.features import FeatureStore
-    from .crossval import assign_folds, corrected_interval
+    from ..evaluation.intervals import correlation_interval, paired_difference
+    from .crossval import assign_folds
 
     start = time.monotonic()
     fit = fit or _default_fit
@@ -147,7 +154,7 @@ def select_model(store, labels, candidates=SELECTION_CANDIDATES, folds: int = SE
                 print(f"auto: inner fold {j + 1}/{k}, {name}: SRCC {scores[name][-1]:.3f}",
                       flush=True)
     tf = 1.0 / (k - 1)
-    summary = {n: list(corrected_interval(v, tf)) for n, v in scores.items() if v}
+    summary = {n: list(_triplet(correlation_interval(v, tf))) for n, v in scores.items() if v}
     means = [summary[n][0] if n in summary and math.isfinite(summary[n][0]) else -math.inf
              for n in names]
     best = int(np.argmax(means))  # the first of equal means: the earlier (cheaper) one
@@ -156,7 +163,7 @@ def select_model(store, labels, candidates=SELECTION_CANDIDATES, folds: int = SE
     if len(names) > 1:
         runner = names[int(np.argmax([m if i != best else -math.inf
                                       for i, m in enumerate(means)]))]
-        margin = list(corrected_interval(np.subtract(scores[winner], scores[runner]), tf))
+        margin = list(_triplet(paired_difference(scores[winner], scores[runner], "srcc", tf)))
     return Selection(winner=winner, candidates=tuple(candidates), folds=k, seed=int(seed),
                      n_images=len(part), scores=scores, summary=summary, margin=margin,
                      runner_up=runner, skipped=skipped, seconds=time.monotonic() - start)
