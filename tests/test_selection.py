@@ -155,7 +155,7 @@ def test_cross_validation_names_the_saved_models_and_a_loss():
 
     lost = _cv(["single_3fc", "ridge", "single_3fc"], [0.50, 0.60, 0.52], [0.60, 0.60, 0.61])
     assert "ensemble of the 3 fold models of seed 0 (single_3fc x2, ridge x1)" in saved_line(lost)
-    assert "LOST to ridge on these folds (SRCC 0.540 vs 0.603)" in saved_line(lost)
+    assert "LOST to ridge on these folds (SRCC 0.541 vs 0.603)" in saved_line(lost)
     assert lost.verdict().startswith("auto's choice (single_3fc in 2, ridge in 1 folds)")
     won = _cv(["single_3fc"] * 3, [0.70, 0.72, 0.71], [0.60, 0.60, 0.61])
     assert "LOST" not in saved_line(won) and won.verdict().startswith("the head (single_3fc) beats")

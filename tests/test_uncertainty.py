@@ -59,8 +59,8 @@ def test_fold_ensemble_spread_is_the_std_of_its_fold_models(tmp_path):
 
     r = CliRunner().invoke(predict, [str(tmp_path / "ens"), "--features", str(path)])
     assert r.exit_code == 0, r.output
-    table = list(csv.DictReader(r.output.splitlines()))
-    assert float(table[0]["spread"]) == pytest.approx(rows[0]["spread"], abs=1e-4)
+    table = {t["id"]: t for t in csv.DictReader(r.output.splitlines())}  # best first
+    assert float(table[rows[0]["id"]]["spread"]) == pytest.approx(rows[0]["spread"], abs=1e-4)
     r = CliRunner().invoke(predict, [str(tmp_path / "ens"), "--features", str(path),
                                      "--format", "json", "im001"])
     assert json.loads(r.output)[0]["spread"] == pytest.approx(rows[1]["spread"], abs=1e-6)
