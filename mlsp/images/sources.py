@@ -151,7 +151,8 @@ def describe_skipped(skipped: Counter) -> str:
     if not skipped:
         return ""
     parts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
-    return f"skipped {sum(skipped.values())} entries: {parts}"
+    n = sum(skipped.values())
+    return f"skipped {n} {'entry' if n == 1 else 'entries'}: {parts}"
 
 
 def _resolve(base: Path, p: str) -> str:
