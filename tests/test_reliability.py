@@ -267,7 +267,7 @@ def test_extract_records_every_hostile_entry_as_failed_and_names_what_it_skipped
            str(BUNDLED_WEIGHTS[("mobilenet_v2", 0.35)]), "--quiet"]
     got = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert got.returncode == 0, got.stderr
-    assert "skipped 1 entries: 1 .xmp files (not photos)" in got.stderr
+    assert "skipped 1 entry: 1 .xmp files (not photos)" in got.stderr
     assert "1 done, 4 failed, 0 pending of 5" in got.stdout
     with h5py.File(out, "r") as h5:
         errors = dict(zip([s.decode() for s in h5["images/id"][...]],
