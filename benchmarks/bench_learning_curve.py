@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_quality import ensure_store  # the one store maker (benchmarks/ is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 SHARED = next((p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
@@ -48,19 +50,6 @@ ROWS = ("ridge", "single_3fc", "auto")
 def default_store(name: str) -> Path:
     shared = FEATS / f"{name}_mnv2.h5"
     return shared if shared.exists() else HERE / "data" / f"{name}_mobilenet_v2_0.35.h5"
-
-
-def ensure_store(store: Path, labels: Path) -> Path:
-    """Extract the labelled images once (bundled MobileNetV2-0.35) if the store is missing."""
-    if store.exists():
-        return store
-    from mlsp.extract.extractor import ExtractOptions, extract
-    from mlsp.images.sources import from_list
-
-    store.parent.mkdir(parents=True, exist_ok=True)
-    extract(from_list(labels), store, ExtractOptions(backbone="mobilenet_v2", alpha=0.35,
-                                                     weights="bundled"))
-    return store
 
 
 def cell_labels(lab, fold_of, j, size, seed):
