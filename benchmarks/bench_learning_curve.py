@@ -45,6 +45,7 @@ FEATS = Path("/work/cache/feats")
 SETS = {"oasis": "OASIS (900 photos, MOS 1-7)", "livec": "LIVE Challenge (581 photos)"}
 SIZES = ("60", "120", "240", "480", "all")
 ROWS = ("ridge", "single_3fc", "auto")
+RULES = ("auto_mean_rule", "auto_pooled_0se")
 
 
 def default_store(name: str) -> Path:
@@ -73,7 +74,9 @@ def run_cell(store, lab, fold_of, j, size, seed, path: Path) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     sub, n = cell_labels(lab, fold_of, j, size, seed)
-    out = {"size": size, "n_train": n, "seed": seed, "fold": j}
+    import keras
+
+    out = {"size": size, "n_train": n, "seed": seed, "fold": j, "backend": keras.backend.backend()}
     for head in ("ridge", "single_3fc"):
         t = time.monotonic()
         res = train(store, sub, head=head, seed=seed, baseline=False, progress=False)
@@ -84,14 +87,34 @@ def run_cell(store, lab, fold_of, j, size, seed, path: Path) -> dict:
     out["auto"] = out[sel.winner]
     out["auto_winner"] = sel.winner
     out["selection"] = sel.as_dict()
+    for rule, pick in other_rules(sel).items():  # the same fits, other decision rules
+        out[rule] = out[pick]
+        out[f"{rule}_winner"] = pick
     path.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+def tri(iv) -> list:
+    """[mean, low, high] of an :class:`mlsp.evaluation.intervals.Interval`."""
+    return [iv.mean, iv.low, iv.high]
+
+
+def other_rules(sel) -> dict:
+    """What other rules would have picked from the same inner fits: the first rule (the
+    highest mean inner-fold SRCC, ties to ridge) and the pooled SRCC without the one-SE
+    margin (the highest pooled out-of-fold SRCC)."""
+    names = [n for n in sel.candidates if n in sel.scores]
+    mean = {n: float(np.mean(sel.scores[n])) for n in names}
+    out = {"auto_mean_rule": max(names, key=lambda n: (mean[n], -names.index(n)))}
+    if sel.pooled:
+        out["auto_pooled_0se"] = max(names, key=lambda n: (sel.pooled[n], -names.index(n)))
     return out
 
 
 def summarize(cells, folds) -> list[dict]:
     """One row per (set, size): each model's mean [95% interval] and the paired
     differences auto - ridge and auto - the better of ridge / single_3fc."""
-    from mlsp.training.crossval import corrected_interval
+    from mlsp.evaluation.intervals import correlation_interval, paired_difference
 
     tf = 1.0 / (folds - 1)
     table = []
@@ -104,16 +127,24 @@ def summarize(cells, folds) -> list[dict]:
             r = {"set": name, "size": size, "n_train": int(np.median([c["n_train"] for c in cs])),
                  "runs": f"{folds}x{len({c['seed'] for c in cs})}", "cells": len(cs)}
             for row in ROWS:
-                r[row] = list(corrected_interval([c[row] for c in cs], tf))
+                r[row] = tri(correlation_interval([c[row] for c in cs], tf))
             better = max(("ridge", "single_3fc"), key=lambda k: r[k][0])
             r["better"] = better
-            r["auto_minus_better"] = list(corrected_interval(
-                [c["auto"] - c[better] for c in cs], tf))
-            r["auto_minus_ridge"] = list(corrected_interval(
-                [c["auto"] - c["ridge"] for c in cs], tf))
-            r["head_minus_ridge"] = list(corrected_interval(
-                [c["single_3fc"] - c["ridge"] for c in cs], tf))
+            def diff(a, b):
+                return tri(paired_difference([c[a] for c in cs], [c[b] for c in cs],
+                                              "srcc", tf))
+
+            r["auto_minus_better"] = diff("auto", better)
+            r["auto_minus_ridge"] = diff("auto", "ridge")
+            r["head_minus_ridge"] = diff("single_3fc", "ridge")
             r["auto_picked_head"] = sum(c["auto_winner"] == "single_3fc" for c in cs)
+            for rule in RULES:  # sensitivity: other decision rules on the same fits
+                if all(rule in c for c in cs):
+                    r[rule] = tri(correlation_interval([c[rule] for c in cs], tf))
+                    r[f"{rule}_minus_better"] = tri(paired_difference(
+                        [c[rule] for c in cs], [c[better] for c in cs], "srcc", tf))
+                    r[f"{rule}_picked_head"] = sum(c[f"{rule}_winner"] == "single_3fc"
+                                                   for c in cs)
             r["head_seconds"] = float(np.median([c["single_3fc_seconds"] for c in cs]))
             r["goal_within_0.01"] = r["auto_minus_better"][0] >= -0.01
             r["goal_not_below_ridge_0.02"] = r["auto_minus_ridge"][0] >= -0.02
