@@ -165,9 +165,9 @@ def _train_final(name, head, store, labels, folder: Path) -> dict:
 
 
 def _export(folder: Path) -> Path:
-    from mlsp.inference.onnx import export_onnx
+    from mlsp.inference.onnx import SHIPPED_ONNX, export_onnx
 
-    return export_onnx(folder, folder / "model.onnx", weights="bundled", tta="crops")
+    return export_onnx(folder, folder / SHIPPED_ONNX, weights="bundled", tta="crops")
 
 
 def make(name, store, folds, seeds, results, out_root, force, neural_seeds=None,

@@ -34,11 +34,9 @@ def train(store, labels, head: str = "auto", *, folds: int = 0, seeds=None,
     fold models of the first seed (what ``mlsp train --folds K`` saves); its ``training``
     is the :class:`~mlsp.training.crossval.CVResult`."""
     if folds:
-        if seeds is None:
-            seeds = (int(options.get("seed", 0)),)
-        options = {k: v for k, v in options.items() if k != "seed"}  # the seeds replace it
-        return cross_validate(store, labels, head, folds=folds, seeds=seeds,
-                              progress=progress, **options).trained
+        return cross_validate(store, labels, head, folds=folds,
+                              seeds=1 if seeds is None else seeds, progress=progress,
+                              **options).trained
     from .training.trainer import train as run
 
     return run(store, labels, head=head, progress=progress, verbose=verbose, **options).trained
@@ -46,8 +44,9 @@ def train(store, labels, head: str = "auto", *, folds: int = 0, seeds=None,
 
 def cross_validate(store, labels, head: str = "auto", *, folds: int = 5, seeds=(0,),
                    progress: bool = False, **options):
-    """K-fold cross-validation of ``head``, repeated over ``seeds`` (an int: that many seeds
-    0..S-1), on the labelled images of ``store`` (:mod:`mlsp.training.crossval`).
+    """K-fold cross-validation of ``head``, repeated over ``seeds`` (a count S: the seeds
+    ``seed``, ..., ``seed`` + S - 1, as ``mlsp train --seed --seeds``; ``seed`` defaults
+    to 0), on the labelled images of ``store`` (:mod:`mlsp.training.crossval`).
 
     Returns a :class:`~mlsp.training.crossval.CVResult`: ``rows`` (per-fold metrics of
     the head, ridge and constant references), ``summary()`` (mean and 95% interval of each
@@ -57,12 +56,12 @@ def cross_validate(store, labels, head: str = "auto", *, folds: int = 5, seeds=(
     those of :class:`mlsp.training.config.TrainConfig`."""
     from .errors import OptionError
     from .inference.trained_head import TrainedHead
+    from .options import seed_list
     from .training.crossval import cross_validate as run
 
     if int(folds) < 2:
         raise OptionError(f"folds must be at least 2, got {folds!r}")
-    if isinstance(seeds, int):
-        seeds = tuple(range(seeds))
+    seeds = seed_list(seeds, options.pop("seed", 0))  # the seeds replace the one seed
     result = run(store, labels, folds=int(folds), seeds=seeds, progress=progress, head=head,
                  **options)
     result.trained = TrainedHead(*result.ensemble())

@@ -306,11 +306,13 @@ def export(model, out, weights, tta, opset):
 
 
 def _register_optional():
+    from .inference.commands import commands as scoring
+
     try:
-        from .training.commands import commands
+        from .training.commands import commands as training
     except ImportError:
-        return
-    for command in commands:
+        training = []
+    for command in (*training, *scoring):
         main.add_command(command)
 
 

@@ -12,7 +12,7 @@ import numbers
 
 from .errors import OptionError
 
-__all__ = ["whole", "number", "check_whole", "check_number", "IntRange", "FloatRange",
+__all__ = ["seed_list", "whole", "number", "check_whole", "check_number", "IntRange", "FloatRange",
            "POSITIVE_INT", "NONNEGATIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT"]
 
 
@@ -117,3 +117,15 @@ try:  # the command line's parameter types (click is a dependency of the CLI onl
 except ImportError:  # pragma: no cover
     IntRange = FloatRange = None
     POSITIVE_INT = NONNEGATIVE_INT = POSITIVE_FLOAT = NONNEGATIVE_FLOAT = None
+
+
+def seed_list(seeds, seed=0) -> tuple:
+    """The seeds of a repeated cross-validation: a count ``S`` means ``seed, seed + 1, ...,
+    seed + S - 1`` (``mlsp train --seed 5 --seeds 3`` and ``mlsp.cross_validate(seeds=3,
+    seed=5)`` both run 5, 6, 7); a sequence is taken as given."""
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        n = whole("seeds", seeds, low=1)
+        first = whole("seed", seed, low=0)
+        return tuple(range(first, first + n))
+    return tuple(whole("seeds", s, low=0) for s in seeds)
+

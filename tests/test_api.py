@@ -76,7 +76,7 @@ def test_options_are_checked_before_anything_is_read(tmp_path):
 def test_a_damaged_model_file_says_so(tiny, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
 
     _, store, _, head = tiny
     head.save(tmp_path / "m")
@@ -111,7 +111,7 @@ def test_narrow_model_scores_a_store_without_wide_features(tiny, tmp_path):
 def test_predict_from_a_store_finds_ids_with_a_slash(tiny, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
 
     tmp, _, labels, head = tiny
     head.save(tmp_path / "m")

@@ -82,7 +82,7 @@ def test_onnx_scores_are_the_keras_scores(folder, name):
 def test_top_json_and_contact_sheet(folder, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
 
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     r = CliRunner().invoke(predict, ["quality", str(folder), "--top", "2", "--json",
@@ -101,7 +101,7 @@ def test_top_json_and_contact_sheet(folder, tmp_path):
 def test_no_photos_says_what_is_missing():
     from click.testing import CliRunner
 
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
 
     r = CliRunner().invoke(predict, ["beauty"])
     assert r.exit_code == 2 and "give PHOTOS" in r.output and "'beauty'" in r.output

@@ -3,17 +3,9 @@
 Slow (extraction of the 900 photos with the bundled MobileNetV2-0.35, about 2 minutes, then
 5 fold trainings, about 1.5 minutes each on 2 cores): run with ``pytest -m slow``.  Skipped when the shared OASIS folder is absent.
 """
-import csv
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-OASIS = Path(os.environ.get("MLSP_OASIS") or next(
-    (p / "shared" / "data" / "oasis" for p in HERE.parents
-     if (p / "shared" / "data" / "oasis" / "labels.csv").is_file()), HERE / "no-oasis"))
 N = 900
 #: How far below ridge the default head's cross-validated SRCC may fall before the test
 #: fails.  With these 5 folds (seed 0) the head was 0.035 above ridge, ahead on every fold
@@ -22,29 +14,12 @@ N = 900
 #: which the README states as a limit of the small-set regime.
 TOLERANCE = 0.02
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (OASIS / "labels.csv").is_file(),
-                                 reason=f"OASIS not found at {OASIS}")]
+pytestmark = pytest.mark.slow  # the features: the session fixture oasis_store (conftest)
 
 
 @pytest.fixture(scope="module")
-def oasis_subset(tmp_path_factory):
-    import mlsp
-
-    tmp = tmp_path_factory.mktemp("oasis")
-    with open(OASIS / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:N]]
-    labels = tmp / "labels.csv"
-    with open(labels, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "path", "mos", *(f"c{k}" for k in range(1, 8))])
-        for r in rows:
-            w.writerow([r["id"], str(OASIS / r["path"]), r["mos"],
-                        *(r[f"c{k}"] for k in range(1, 8))])
-    store = mlsp.extract(labels, tmp / "oasis.h5", backbone="mobilenet_v2", alpha=0.35,
-                         weights="bundled", wide_size=0)
-    return store, labels
+def oasis_subset(oasis_store):
+    return oasis_store
 
 
 def test_folds_on_real_ids_are_deterministic_and_disjoint(oasis_subset):

@@ -74,3 +74,19 @@ def test_ridge_head_caps_its_rows_like_the_reference(store):
     assert m["baseline_ridge"]["fit_rows"] == 40
     assert m["test"]["srcc"] == pytest.approx(m["baseline_ridge"]["test"]["srcc"], abs=1e-3)
     keras.backend.clear_session()
+
+
+def test_api_seed_count_starts_at_seed_as_the_cli_does(store):
+    """``mlsp.cross_validate(seeds=2, seed=3)`` runs seeds 3 and 4, as ``mlsp train --seed 3
+    --seeds 2`` does (the API used to start a count at 0 whatever ``seed`` said)."""
+    from mlsp.cli_types import cv_options
+    from mlsp.options import seed_list
+
+    path, labels = store
+    res = mlsp.cross_validate(path, labels, head="ridge", folds=2, seeds=2, seed=3)
+    assert res.seeds == (3, 4) == cv_options(2, 2, 3)["seeds"]
+    assert sorted({r["seed"] for r in res.rows}) == [3, 4]
+    assert seed_list((7, 1)) == (7, 1) and seed_list(1) == (0,)
+    with pytest.raises(OptionError, match="seeds"):
+        seed_list(0)
+    keras.backend.clear_session()

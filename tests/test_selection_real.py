@@ -5,48 +5,20 @@ benchmarks/RESULTS-quality.md).
 
 Slow (run with ``pytest -m slow``): the features come from ``$MLSP_OASIS_STORE`` or the
 shared ``/work/cache/feats/oasis_mnv2.h5`` when present; otherwise (CI) the photos in
-``../shared/data/oasis`` are extracted once with the bundled MobileNetV2-0.35, as
-tests/test_quality_oasis.py does.  The 900-photo case trains 6 heads on 576-720 images
+``../shared/data/oasis`` are extracted once a session with the bundled MobileNetV2-0.35
+(the fixture ``oasis_store`` in conftest.py, shared with tests/test_quality_oasis.py).  The 900-photo case trains 6 heads on 576-720 images
 (tens of minutes on 2 CPU cores)."""
-import csv
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-OASIS = Path(os.environ.get("MLSP_OASIS") or next(
-    (p / "shared" / "data" / "oasis" for p in HERE.parents
-     if (p / "shared" / "data" / "oasis" / "labels.csv").is_file()), HERE / "no-oasis"))
-SHARED_STORE = Path(os.environ.get("MLSP_OASIS_STORE") or "/work/cache/feats/oasis_mnv2.h5")
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (OASIS / "labels.csv").is_file(),
-                                 reason=f"OASIS not found at {OASIS}")]
+pytestmark = pytest.mark.slow  # the features: the session fixture oasis_store (conftest)
 
 
 @pytest.fixture(scope="module")
-def oasis(tmp_path_factory):
-    """(store, labels): the shared store when there is one, else extracted here."""
-    import mlsp
+def oasis(oasis_store):
     from mlsp.labels import load_labels
 
-    tmp = tmp_path_factory.mktemp("oasis_auto")
-    with open(OASIS / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    labels = tmp / "labels.csv"
-    with open(labels, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "path", "mos"])
-        for r in rows:
-            w.writerow([r["id"], str(OASIS / r["path"]), r["mos"]])
-    if SHARED_STORE.is_file() and not Path(f"{SHARED_STORE}.lock").exists():
-        store = SHARED_STORE
-    else:
-        store = mlsp.extract(labels, tmp / "oasis.h5", backbone="mobilenet_v2", alpha=0.35,
-                             weights="bundled", wide_size=0)
-    return store, load_labels(labels)
+    return oasis_store[0], load_labels(oasis_store[1])
 
 
 def _subset(lab, n, seed=0):

@@ -285,9 +285,13 @@ def test_model_store_mismatch_is_one_clear_line(trained, tmp_path):
 def test_cli_train_and_evaluate(trained, tmp_path):
     from click.testing import CliRunner
 
+    from mlsp.cli import main
+    from mlsp.inference.commands import commands as scoring
     from mlsp.training.commands import commands, evaluate
 
-    assert [c.name for c in commands] == ["train", "evaluate", "predict", "models", "ablate", "compare"]
+    assert [c.name for c in commands] == ["train", "evaluate", "ablate", "compare"]
+    assert [c.name for c in scoring] == ["predict", "models"]
+    assert {c.name for c in (*commands, *scoring)} <= set(main.commands)
     path, ids, labels, res = trained
     lab = tmp_path / "labels.csv"
     lab.write_text("id,mos\n" + "".join(f"{i},{m}\n" for i, m in zip(labels.ids, labels.mos)))
@@ -311,7 +315,8 @@ def test_cli_train_and_evaluate(trained, tmp_path):
 def test_cli_train_predict_and_ablate_levels(trained, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import ablate, predict, train
+    from mlsp.inference.commands import predict
+    from mlsp.training.commands import ablate, train
 
     path, ids, labels, _ = trained
     lab = tmp_path / "labels.csv"

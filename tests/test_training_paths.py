@@ -99,7 +99,7 @@ def test_distribution_output_with_emd_loss(dist_model):
 def test_cli_predict_outputs_the_distribution(dist_model, real, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
 
     _, store, _ = real
     r = CliRunner().invoke(predict, [str(dist_model.out_dir), "syn00000", "syn00003",
@@ -124,7 +124,8 @@ def test_cli_predict_outputs_the_distribution(dist_model, real, tmp_path):
 def test_model_store_mismatch_message_from_the_cli(dist_model, tmp_path):
     from click.testing import CliRunner
 
-    from mlsp.training.commands import evaluate, predict
+    from mlsp.inference.commands import predict
+    from mlsp.training.commands import evaluate
 
     from test_training import make_store
 

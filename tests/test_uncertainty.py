@@ -35,7 +35,7 @@ def test_fold_ensemble_spread_is_the_std_of_its_fold_models(tmp_path):
     from _mmstore import make_ext_store
 
     import mlsp
-    from mlsp.training.commands import predict
+    from mlsp.inference.commands import predict
     from mlsp.training.crossval import ensemble_models
     from mlsp.inference.trained_head import TrainedHead
 

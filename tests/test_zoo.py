@@ -154,7 +154,7 @@ def test_load_by_name_gives_the_shipped_trained_head():
 def test_mlsp_models_command():
     from click.testing import CliRunner
 
-    from mlsp.training.commands import models
+    from mlsp.inference.commands import models
 
     r = CliRunner().invoke(models, [])
     assert r.exit_code == 0, r.output

@@ -197,6 +197,17 @@ def _fingerprint(model_path) -> str:
     return digest.hexdigest()
 
 
+#: A model folder's own ONNX scorer, shipped with it (mlsp/data/models/*/): the 8 MLSP
+#: crops, the backbone and the head in one graph (benchmarks/make_models.py writes it).
+SHIPPED_ONNX = "model.onnx"
+
+
+def shipped_onnx(folder) -> Path | None:
+    """The folder's own ONNX scorer (:data:`SHIPPED_ONNX`) when it has one, else None."""
+    path = Path(folder) / SHIPPED_ONNX
+    return path if path.is_file() else None
+
+
 def export_places(model_path) -> list:
     """Where a model's ONNX export may live: beside the model, then the user's cache
     (``$XDG_CACHE_HOME/mlsp/onnx/<fingerprint>``, else ``~/.cache/...``), for a model

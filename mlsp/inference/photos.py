@@ -33,7 +33,9 @@ def uses_onnxruntime(folder, runtime: str = "auto") -> bool:
     """True when ``folder``'s own ``model.onnx`` will score (onnxruntime installed)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    return (runtime != "keras" and (Path(folder) / "model.onnx").is_file()
+    from .onnx import shipped_onnx
+
+    return (runtime != "keras" and shipped_onnx(folder) is not None
             and importlib.util.find_spec("onnxruntime") is not None)
 
 
@@ -56,10 +58,10 @@ def score(model, photos, runtime: str = "auto", weights=None, progress: bool = F
     folder walks skipped (sidecars, text)."""
     folder = zoo.resolve(model)
     if uses_onnxruntime(folder, runtime):
-        from .onnx import score_onnx_file
+        from .onnx import score_onnx_file, shipped_onnx
         from .scoring import expand_inputs
 
-        rows = score_onnx_file(folder / "model.onnx", expand_inputs(photos, skipped), progress,
+        rows = score_onnx_file(shipped_onnx(folder), expand_inputs(photos, skipped), progress,
                                model_folder=folder)
     else:
         from .trained_head import predict_images
