@@ -75,6 +75,10 @@ def rows_for(bb: str) -> dict:
         "single_1fc_last5": ("table2", "Single-1FC, last 5 levels",
                              {"head": "single_1fc", "levels": "-5:"}, "full", "single_1fc"),
         "multi_3fc": ("table2", "Multi-3FC, all levels", {"head": "multi_3fc"}, "full", "ridge"),
+        # mlsp's default: ridge or Single-3FC, chosen in every outer fold by a nested 5-fold
+        # CV on that fold's training part (mlsp.training.selection)
+        "auto": ("table2", "auto (the default: ridge or Single-3FC by nested CV)",
+                 {"head": "auto"}, "full", "ridge"),
         # the paper's feeding (sec. 3.1): one random stored augmentation per image and epoch,
         # not all 8 (mlsp's small-set default): 8 times fewer steps, as the "aug" rows take
         "single_3fc_r": ("table2", "Single-3FC, all levels, one random augmentation an epoch",
@@ -153,13 +157,20 @@ def by_fold(row, which="head", metric="srcc"):
 
 
 def paired(a: dict, b: dict, folds: int):
-    """Mean and corrected 95% interval of a - b over shared (seed, fold) pairs."""
-    from mlsp.training.crossval import corrected_interval
+    """Mean and 95% interval of the SRCC difference a - b over shared (seed, fold) pairs
+    (corrected repeated k-fold, bounded: :func:`mlsp.evaluation.intervals.paired_difference`)."""
+    from mlsp.evaluation.intervals import paired_difference
 
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return None
-    return list(corrected_interval([a[k] - b[k] for k in shared], 1.0 / (folds - 1)))
+    iv = paired_difference([a[k] for k in shared], [b[k] for k in shared], "srcc",
+                           1.0 / (folds - 1))
+    return [iv.mean, iv.low, iv.high]
+
+
+def interval_list(iv) -> list:
+    return [iv.mean, iv.low, iv.high]
 
 
 def ridge_folds(rows: dict):
@@ -174,7 +185,7 @@ def ridge_folds(rows: dict):
 
 
 def table(combo: str, rows: dict) -> list[dict]:
-    from mlsp.training.crossval import corrected_interval
+    from mlsp.evaluation.intervals import correlation_interval
 
     flat = []
     ridge = ridge_folds(rows)
@@ -183,7 +194,8 @@ def table(combo: str, rows: dict) -> list[dict]:
         flat.append({"combo": combo, "row": "ridge", "group": "reference",
                      "what": "ridge, all levels (mean of 8 augmentations)",
                      "runs": f"{folds}x{len({k[0] for k in ridge})}",
-                     "srcc": list(corrected_interval(list(ridge.values()), 1 / (folds - 1))),
+                     "srcc": interval_list(correlation_interval(list(ridge.values()),
+                                                                1 / (folds - 1))),
                      "minus_ridge": None, "reference": "", "minus_ref": None,
                      "ridge_same": None, "paper": "", "k": None, "seconds": None})
     for name, r in rows.items():
@@ -192,9 +204,13 @@ def table(combo: str, rows: dict) -> list[dict]:
             r["reference"] = "single_3fc"  # the default feeding (all 8 an epoch) as reference
         ref = rows.get(r["reference"]) if r["reference"] != "ridge" else None
         same = s.get("baseline_ridge", {}).get("srcc")
+        if isinstance(same, dict):  # named fields (mean, low, high)
+            same = [same.get("mean"), same.get("low"), same.get("high")]
         flat.append({
             "combo": combo, "row": name, "group": r["group"], "what": r["what"],
-            "runs": f"{r['folds']}x{len(r['seeds'])}", "srcc": s["head"].get("srcc"),
+            "runs": f"{r['folds']}x{len(r['seeds'])}",
+            "srcc": interval_list(correlation_interval(list(by_fold(r).values()),
+                                                       1 / (r["folds"] - 1))),
             "minus_ridge": None if name == "ridge" else paired(by_fold(r), ridge, r["folds"]),
             "reference": r["reference"],
             "minus_ref": (None if name == "ridge" or r["reference"] == "ridge"

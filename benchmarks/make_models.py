@@ -125,7 +125,7 @@ def single_3fc_bytes(channels: int) -> int:
 def choose(ridge: dict, neural: dict | None, folds: int, neural_bytes: int,
            max_mb: float) -> tuple[str, list, str]:
     """(winner, paired difference neural - ridge of test-fold SRCC [mean, low, high], why)."""
-    from mlsp.training.crossval import corrected_interval
+    from mlsp.evaluation.intervals import paired_difference
 
     if neural is None:
         return "ridge", [math.nan] * 3, "Single-3FC was not cross-validated in this run" + (
@@ -135,7 +135,9 @@ def choose(ridge: dict, neural: dict | None, folds: int, neural_bytes: int,
     a = {key(r): r["srcc"] for r in ridge["rows"]}
     b = {key(r): r["srcc"] for r in neural["rows"]}
     common = sorted(set(a) & set(b))
-    diff = list(corrected_interval([b[k] - a[k] for k in common], 1.0 / (folds - 1)))
+    iv = paired_difference([b[k] for k in common], [a[k] for k in common], "srcc",
+                           1.0 / (folds - 1))
+    diff = [iv.mean, iv.low, iv.high]
     pairs = f"paired over {len(common)} test folds"
     if not (diff[0] > 0 and diff[1] > 0):
         return "ridge", diff, f"Single-3FC is not clearly better ({pairs})"

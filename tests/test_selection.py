@@ -5,6 +5,7 @@ tests use features made so that one candidate cannot win: a MOS that is the *squ
 the features' signal (a linear model sees no rank order in it, a 3-layer net does), and a
 head given a learning rate that cannot move it."""
 import json
+import zlib
 
 import keras
 import numpy as np
@@ -161,3 +162,64 @@ def test_cross_validation_names_the_saved_models_and_a_loss():
     assert "LOST" not in saved_line(won) and won.verdict().startswith("the head (single_3fc) beats")
     same = _cv(["ridge"] * 3, [0.60, 0.60, 0.61], [0.60, 0.60, 0.61])
     assert same.verdict() == "" and "LOST" not in saved_line(same)  # never ridge vs itself
+
+
+class _Pred(_Res):
+    """A stub fit's result with predictions: the inner test images' scores."""
+
+    def __init__(self, labels, score_of):
+        from scipy.stats import spearmanr
+
+        t = np.asarray(labels.split) == "test"
+        pred = score_of(labels)
+        super().__init__(float(spearmanr(pred[t], labels.mos[t])[0]))
+        self.predictions = {"ids": list(labels.ids), "split": np.asarray(labels.split),
+                            "mos_true": labels.mos, "mos_pred": pred}
+
+
+def _noisy(sd_by_head, seed=0):
+    """A stub fit whose score is the MOS plus noise of ``sd_by_head[head]`` (fixed per image
+    and head, so every fold sees the same scores)."""
+    def fit(path, labels, seed_, options):
+        sd = sd_by_head[options["head"]]
+        noise = np.array([np.random.default_rng([seed, zlib.crc32(f"{i}".encode()),
+                                                 zlib.crc32(options["head"].encode())]).normal()
+                          for i in labels.ids])
+        return _Pred(labels, lambda lab: lab.mos + sd * noise * np.std(lab.mos))
+    return fit
+
+
+def test_pooled_margin_is_the_srcc_difference_with_a_bootstrap_se():
+    from scipy.stats import spearmanr
+
+    from mlsp.training.selection import pooled_margin
+
+    rng = np.random.default_rng(3)
+    mos = rng.normal(size=200)
+    a, b = mos + rng.normal(size=200) * 0.5, mos + rng.normal(size=200) * 1.5
+    d, lo, hi, se = pooled_margin(mos, a, b, seed=1)
+    want = spearmanr(a, mos)[0] - spearmanr(b, mos)[0]
+    assert d == pytest.approx(want, abs=1e-12)
+    assert -2 <= lo < d < hi <= 2 and 0.01 < se < 0.2
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.35)  # percentile vs normal width
+    assert pooled_margin(mos, a, b, seed=1) == (d, lo, hi, se)  # seeded: repeatable
+
+
+def test_a_small_lead_within_one_standard_error_keeps_ridge(store):
+    """The head's pooled SRCC is a little higher, less than one SE: ridge, the simpler, stays
+    (the mean-of-folds rule, which took any lead, would have picked the head)."""
+    lab = _labels(store, lambda q: q)
+    sel = select_model(store, lab, fit=_noisy({"ridge": 0.60, "single_3fc": 0.57}))
+    assert sel.pooled["single_3fc"] > sel.pooled["ridge"]
+    assert np.mean(sel.scores["single_3fc"]) > np.mean(sel.scores["ridge"])
+    assert sel.winner == "ridge" and sel.runner_up == "single_3fc"
+    assert sel.margin[0] < 0 and -sel.margin[0] <= sel.margin_se  # within one SE
+    assert "the simpler model" in sel.line() and "pooled out-of-fold SRCC" in sel.line()
+
+
+def test_a_clear_lead_picks_the_head(store):
+    lab = _labels(store, lambda q: q)
+    sel = select_model(store, lab, fit=_noisy({"ridge": 3.0, "single_3fc": 0.2}))
+    assert sel.winner == "single_3fc"
+    assert sel.margin[0] > sel.margin_se and sel.margin[1] > 0
+    assert "ahead by more than one standard error" in sel.line()
