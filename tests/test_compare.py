@@ -80,16 +80,13 @@ def test_bad_runs_and_reference_are_refused(tmp_path):
 def test_compare_command_on_a_real_tiny_store(tmp_path):
     """The CLI with the real trainer: ridge and Single-3FC (1 epoch) on 2 folds."""
     from click.testing import CliRunner
+    from _faults import write_labels_csv
     from _mmstore import make_ext_store
 
     from mlsp.training.commands import compare_cmd
 
     path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
-    labels = tmp_path / "labels.csv"
-    with open(labels, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "mos"])
-        w.writerows(zip(lab.ids, lab.mos))
+    labels = write_labels_csv(tmp_path / "labels.csv", lab.ids, lab.mos)
     out = tmp_path / "cmp"
     r = CliRunner().invoke(compare_cmd, [str(path), "--labels", str(labels), "--heads",
                                          "ridge,single-3fc", "--folds", "2", "--epochs", "1",

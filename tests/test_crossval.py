@@ -119,17 +119,14 @@ def test_train_and_ablate_with_folds_end_to_end(tmp_path):
     import json
 
     from click.testing import CliRunner
+    from _faults import write_labels_csv
     from _mmstore import make_ext_store
 
     import mlsp
     from mlsp.training.commands import ablate, train
 
     path, lab = make_ext_store(tmp_path / "s.h5", n=40, kinds=())
-    labels = tmp_path / "labels.csv"
-    with open(labels, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "mos"])
-        w.writerows(zip(lab.ids, lab.mos))
+    labels = write_labels_csv(tmp_path / "labels.csv", lab.ids, lab.mos)
     out = tmp_path / "cv"
     r = CliRunner().invoke(train, [str(path), "--labels", str(labels), "--folds", "3",
                                    "--head", "single_3fc", "--seeds", "2", "--epochs", "2", "--batch-size", "16",

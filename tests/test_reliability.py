@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from _faults import fill_device, mount_tmpfs, unmount
 from click.testing import CliRunner
 
 from mlsp.errors import MLSPError, OptionError
@@ -348,38 +349,15 @@ def test_a_sidecar_field_that_cannot_be_used_is_one_line(tmp_path, field, value,
 
 # -- outputs: checked before the work, written whole or not at all ---------------------------
 
-def _mount(path, options):
-    path.mkdir(parents=True, exist_ok=True)
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                         capture_output=True, text=True)
-    if got.returncode:
-        pytest.skip(f"cannot mount a tmpfs to make the fault real: {got.stderr.strip()}")
-
-
-def _umount(path):
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def _fill(folder):
-    """Fill a small tmpfs to the last byte (a real full device)."""
-    with open(folder / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
 def test_predictions_to_a_full_device_are_refused_before_scoring(tmp_path):
     from mlsp.cli import main
     from mlsp.outputs import OutputError, write_atomic
 
     model = _head_folder(tmp_path / "m", 1)
     disk = tmp_path / "disk"
-    _mount(disk, "size=256k")
+    mount_tmpfs(disk, "size=256k")
     try:
-        _fill(disk)
+        fill_device(disk)
         got = CliRunner().invoke(main, ["predict", str(model), str(tmp_path / "nothere.jpg"),
                                         "-o", str(disk / "p.csv")])
         lines = [ln for ln in got.output.splitlines() if ln.strip()]
@@ -390,7 +368,7 @@ def test_predictions_to_a_full_device_are_refused_before_scoring(tmp_path):
             write_atomic(disk / "q.csv", "x" * 300_000, "predictions")
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no partial file
     finally:
-        _umount(disk)
+        unmount(disk)
 
 
 def test_an_onnx_export_into_a_read_only_place_is_refused_before_converting(tmp_path):
@@ -402,7 +380,7 @@ def test_an_onnx_export_into_a_read_only_place_is_refused_before_converting(tmp_
 
     model = _head_folder(tmp_path / "m", 1)
     ro = tmp_path / "ro"
-    _mount(ro, "size=1m,ro")
+    mount_tmpfs(ro, "size=1m,ro")
     try:
         t = time.monotonic()
         got = CliRunner().invoke(main, ["export", str(model), "-o", str(ro / "m.onnx")])
@@ -411,7 +389,7 @@ def test_an_onnx_export_into_a_read_only_place_is_refused_before_converting(tmp_
         assert "Read-only file system" in lines[0] and str(ro) in lines[0]
         assert time.monotonic() - t < 60  # no backbone was built: the check comes first
     finally:
-        _umount(ro)
+        unmount(ro)
 
 
 def test_onnx_runtime_with_a_read_only_model_folder_exports_into_the_user_cache(
@@ -423,7 +401,7 @@ def test_onnx_runtime_with_a_read_only_model_folder_exports_into_the_user_cache(
 
     model = _head_folder(tmp_path / "src", 1)
     ro = tmp_path / "ro"
-    _mount(ro, "size=1m")
+    mount_tmpfs(ro, "size=1m")
     try:
         shutil.copytree(model, ro / "m")
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
@@ -444,7 +422,7 @@ def test_onnx_runtime_with_a_read_only_model_folder_exports_into_the_user_cache(
                                              "nor in the cache.*Read-only file system"):
             export.cached_export(ro / "m", None, "crops")
     finally:
-        _umount(ro)
+        unmount(ro)
 
 
 # -- absurd declared sizes -------------------------------------------------------------------
@@ -453,7 +431,6 @@ def test_a_small_store_declaring_billions_of_rows_is_damaged_not_allocated(tmp_p
     import resource
 
     import h5py
-    import numpy as np
 
     from mlsp.cli import main
     from mlsp.stores.features import FeatureStore, Level
@@ -535,7 +512,7 @@ def test_train_into_a_read_only_place_is_refused_before_training(tmp_path):
     from mlsp.cli import main
 
     ro = tmp_path / "ro"
-    _mount(ro, "size=1m,ro")
+    mount_tmpfs(ro, "size=1m,ro")
     try:
         (tmp_path / "l.csv").write_text("id,mos\na,1\n")
         for extra in ([], ["--folds", "3"]):
@@ -546,4 +523,4 @@ def test_train_into_a_read_only_place_is_refused_before_training(tmp_path):
             assert got.exit_code == 1 and len(lines) == 1, got.output
             assert "Read-only file system" in lines[0] and "ro/model" in lines[0]
     finally:
-        _umount(ro)
+        unmount(ro)

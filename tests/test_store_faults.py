@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _faults import fill_device, mount_tmpfs, unmount
 
 from mlsp.data import BUNDLED_WEIGHTS
 from mlsp.extract.extractor import ExtractOptions, extract
@@ -24,18 +25,6 @@ from mlsp.stores.repair import repair_store
 WEIGHTS = str(BUNDLED_WEIGHTS[("mobilenet_v2", 0.35)])
 OPTS = dict(backbone="mobilenet_v2", alpha=0.35, weights=WEIGHTS)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def _mount(path: Path, options: str):
-    path.mkdir(parents=True, exist_ok=True)
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                         capture_output=True, text=True)
-    if got.returncode:
-        pytest.skip(f"cannot mount a tmpfs to make the fault real: {got.stderr.strip()}")
-
-
-def _umount(path: Path):
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def _cli(labels, out, *extra):
@@ -70,7 +59,7 @@ def test_full_disk_stops_in_one_line_and_resume_equals_an_uninterrupted_run(tmp_
     reference = tmp_path / "reference.h5"
     extract(from_list(labels), reference, ExtractOptions(**OPTS), progress=False)
     disk = tmp_path / "disk"
-    _mount(disk, "size=20m")  # 40 rows of ~0.76 MB each need ~30 MB
+    mount_tmpfs(disk, "size=20m")  # 40 rows of ~0.76 MB each need ~30 MB
     try:
         out = disk / "s.h5"
         refused = _cli(labels, out)  # the estimate refuses before anything is written
@@ -106,32 +95,26 @@ def test_full_disk_stops_in_one_line_and_resume_equals_an_uninterrupted_run(tmp_
               f"0 done rows lost; max |resumed - uninterrupted| = {diff:.3g}")
         assert diff <= 1e-3
     finally:
-        _umount(disk)
+        unmount(disk)
 
 
 def test_creating_a_store_on_a_full_file_system_leaves_nothing(tmp_path):
     disk = tmp_path / "disk"
-    _mount(disk, "size=1m")
+    mount_tmpfs(disk, "size=1m")
     try:
-        with open(disk / "filler", "wb") as f:  # take every free block
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_device(disk)  # take every free block
         with pytest.raises(StoreWriteError) as err:
             _store(disk / "s.h5", 200)
         msg = str(err.value)
         assert "\n" not in msg and "No space left on device" in msg and "s.h5" in msg
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no .tmp, no .lock
     finally:
-        _umount(disk)
+        unmount(disk)
 
 
 def test_write_rows_never_marks_done_what_did_not_reach_the_disk(tmp_path):
     disk = tmp_path / "disk"
-    _mount(disk, "size=2m")
+    mount_tmpfs(disk, "size=2m")
     try:
         levels = [Level("a", 1000, 0)]
         with FeatureStore.create(disk / "s.h5", [str(k) for k in range(20)],
@@ -148,7 +131,7 @@ def test_write_rows_never_marks_done_what_did_not_reach_the_disk(tmp_path):
                 assert (fs.dataset("wide")[k] == k + 1).all()
                 assert (fs.dataset("narrow")[k] == k + 1).all()
     finally:
-        _umount(disk)
+        unmount(disk)
 
 
 def test_a_block_of_rows_and_failures_costs_two_fsyncs_and_keeps_the_order(tmp_path,
@@ -270,7 +253,7 @@ def test_an_overwritten_header_is_named_damaged(tmp_path):
 
 def test_a_read_only_folder_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
-    _mount(ro, "ro,size=1m")
+    mount_tmpfs(ro, "ro,size=1m")
     try:
         import mlsp.extract.extractor as extractor
 
@@ -284,7 +267,7 @@ def test_a_read_only_folder_is_refused_before_the_model_is_built(tmp_path, monke
                     progress=False)
         assert "\n" not in str(err.value) and time.monotonic() - t < 60
     finally:
-        _umount(ro)
+        unmount(ro)
 
 
 def test_resume_accepts_another_spelling_of_the_same_paths(tmp_path, monkeypatch):
