@@ -111,6 +111,15 @@ def other_rules(sel) -> dict:
     return out
 
 
+def runs_text(cs, folds) -> str:
+    """``5x3`` (folds x seeds), or ``3 of 5 folds x 1`` for a reduced run."""
+    seeds = {c["seed"] for c in cs}
+    done = {c["fold"] for c in cs}
+    if len(cs) == folds * len(seeds):
+        return f"{folds}x{len(seeds)}"
+    return f"{len(done)} of {folds} folds x {len(seeds)}"
+
+
 def summarize(cells, folds) -> list[dict]:
     """One row per (set, size): each model's mean [95% interval] and the paired
     differences auto - ridge and auto - the better of ridge / single_3fc."""
@@ -125,7 +134,7 @@ def summarize(cells, folds) -> list[dict]:
             if len(cs) < 2:
                 continue
             r = {"set": name, "size": size, "n_train": int(np.median([c["n_train"] for c in cs])),
-                 "runs": f"{folds}x{len({c['seed'] for c in cs})}", "cells": len(cs)}
+                 "runs": runs_text(cs, folds), "cells": len(cs)}
             for row in ROWS:
                 r[row] = tri(correlation_interval([c[row] for c in cs], tf))
             better = max(("ridge", "single_3fc"), key=lambda k: r[k][0])
@@ -193,9 +202,8 @@ def write(table, out: Path, folds):
         ax.set_xticks(x, [f"{int(v)}" for v in x])
         ax.set_xlabel("training images per outer fold")
         ax.set_ylabel("test-fold SRCC (mean, 95% interval)")
-        ax.set_title(f"{SETS[name]}: {rows[-1]['runs'].split('x')[0]} folds, "
-                     f"seeds per size: {', '.join(r['runs'].split('x')[1] for r in rows)}",
-                     fontsize=8)
+        ax.set_title(f"{SETS[name]}: test folds per size (of {folds}): "
+                     f"{', '.join(str(r['cells']) for r in rows)}", fontsize=8)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "learning_curve.png", dpi=110)
@@ -214,6 +222,22 @@ def print_table(table):
               f"({r['better']}) | {goals} |")
 
 
+def print_rules(table):
+    """Sensitivity: what the other rules would have given, from the same inner fits."""
+    if not any(rule in r for r in table for rule in RULES):
+        return
+    print("\n| set | training images | one-SE rule on pooled SRCC (the default) | "
+          "highest pooled SRCC, no margin | highest mean inner-fold SRCC (the first rule) |"
+          "\n|---|---|---|---|---|")
+    for r in table:
+        cells = [f"{fmt(r['auto'])}, head {r['auto_picked_head']}/{r['cells']}"]
+        for rule in reversed(RULES):
+            cells.append(f"{fmt(r[rule])}, head {r[f'{rule}_picked_head']}/{r['cells']}; "
+                         f"{fmt(r[f'{rule}_minus_better'], True)} vs better"
+                         if rule in r else "-")
+        print(f"| {r['set']} | {r['n_train']} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default=",".join(SETS))
@@ -222,6 +246,9 @@ def main():
     ap.add_argument("--sizes", default=",".join(SIZES))
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--only-folds", default="", metavar="J,J",
+                    help="run only these outer folds (0-based) in this call: a reduced run "
+                         "that covers every size first; the table says folds x seeds per row")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "learning_curve")
     ap.add_argument("--only-cached", action="store_true")
     a = ap.parse_args()
@@ -235,6 +262,7 @@ def main():
     names = [n for n in a.sets.split(",") if n]
     sizes = [s for s in a.sizes.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",")]
+    only = {int(j) for j in a.only_folds.split(",") if j}
     (a.out / "cells").mkdir(parents=True, exist_ok=True)
     if not a.only_cached:
         data = {}
@@ -252,6 +280,8 @@ def main():
                     if size != "all" and int(size) >= n_train:
                         continue  # the same as "all" here
                     for j in range(a.folds):
+                        if only and j not in only:
+                            continue
                         t = time.monotonic()
                         c = run_cell(store, lab, fold_of, j, size, seed,
                                      a.out / "cells" / f"{n}_{size}_{seed}_{j}.json")
@@ -266,6 +296,7 @@ def main():
     table = summarize(cells, a.folds)
     write(table, a.out, a.folds)
     print_table(table)
+    print_rules(table)
     print(f"written: {a.out / 'learning_curve.csv'}, learning_curve.json, learning_curve.png")
 
 
