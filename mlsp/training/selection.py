@@ -191,16 +191,26 @@ def _choose(names, scores, oof, seed, tf):
             iv = paired_difference(scores[x], scores[y], "srcc", tf)
             half = (iv.high - iv.low) / (2 * 1.959964) if math.isfinite(iv.high) else 0.0
             return iv.mean, iv.low, iv.high, half
+    done = {}
+
+    def once(x, y):
+        """margin(x, y), each pair bootstrapped once: (y, x) is its mirror image."""
+        if (y, x) in done:
+            d, lo, hi, se = done[(y, x)]
+            return -d, -hi, -lo, se
+        done[(x, y)] = done.get((x, y)) or margin(x, y)
+        return done[(x, y)]
+
     best = names[0]
     for name in names[1:]:
-        d = margin(name, best)
+        d = once(name, best)
         if d[0] > d[3]:  # ahead by more than one standard error
             best = name
     if len(names) == 1:
         return best, None, [math.nan] * 3, math.nan, pooled
     key = pooled or {n: float(np.mean(scores[n])) for n in names}
     runner = max((n for n in names if n != best), key=lambda n: key[n])
-    d = margin(best, runner)
+    d = once(best, runner)
     return best, runner, [float(v) for v in d[:3]], float(d[3]), pooled
 
 
