@@ -160,7 +160,7 @@ def evaluate(model, store, labels_file, split, test_list, out_dir):
 
 
 def _cross_validate(store, labels, cv, val_fraction, out_dir, quiet, options):
-    from .crossval import cross_validate
+    from ..api import cross_validate  # the CLI asks the public API, as a user's script would
     from .cv_report import summary_lines, write_cv_report
 
     res = cross_validate(store, labels, **cv, val_fraction=val_fraction, progress=not quiet,

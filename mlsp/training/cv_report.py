@@ -58,7 +58,8 @@ def saved_line(result) -> str:
 def write_cv_report(out, result, plots: bool = True) -> list:
     """Write a :class:`~mlsp.training.crossval.CVResult` into ``out``; the files written."""
     out = Path(out)
-    model, sidecar = result.ensemble()
+    trained = getattr(result, "trained", None)  # mlsp.cross_validate built it already
+    model, sidecar = (trained.model, trained.sidecar) if trained else result.ensemble()
     files = write_model(out, model, dict(sidecar, cross_validation={
         "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary(),
         "fold_models": [sc.get("head") for _, sc in result.models],
