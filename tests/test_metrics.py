@@ -90,3 +90,12 @@ def test_distribution_mean_by_hand():
     mean, p = distribution_mean([[1, 0, 3], [0, 2, 0]], [1, 2, 3])
     np.testing.assert_allclose(mean, [2.5, 2.0])
     np.testing.assert_allclose(p[0], [0.25, 0.0, 0.75])
+
+
+def test_srcc_is_the_hand_computed_rank_correlation():
+    """The one SRCC helper (used by the model selection too): the three-image example
+    above, 0.5 by hand; NaN where a side is constant (no order to correlate)."""
+    from mlsp.evaluation.metrics import srcc
+
+    assert srcc([4, 6, 7], [5.5, 5.0, 8.0]) == pytest.approx(0.5)
+    assert math.isnan(srcc([1, 2, 3], [2, 2, 2])) and math.isnan(srcc([1], [1]))

