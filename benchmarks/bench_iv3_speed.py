@@ -154,8 +154,8 @@ def part_store():
 def part_onnx(weights, store, labels, n):
     import numpy as np
 
-    from mlsp.export.onnx import export_onnx
-    from mlsp.trained_head import predict_images
+    from mlsp.inference.onnx import export_onnx
+    from mlsp.inference.trained_head import predict_images
     from mlsp.training.trainer import train_head
 
     files = [str(p) for p in photos(n + 2)]
