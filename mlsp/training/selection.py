@@ -118,10 +118,11 @@ class Selection:
             d, se = self.margin, self.margin_se
             simplest = next(c for c in self.candidates if c not in self.skipped)
             lower = d[0] - Z_ONE_SIDED_95 * se
-            why = (f"ahead, and at worst {lower:+.3f} at 95% (standard error {se:.3f}; "
-                   f"tolerated: -{TOLERANCE:.2f})" if self.winner != simplest
-                   else f"the simpler model, kept unless another is ahead and at worst "
-                   f"-{TOLERANCE:.2f} at 95% (standard error {se:.3f})")
+            why = (f"ahead; one-sided 95% lower bound {lower:+.3f}, within the "
+                   f"-{TOLERANCE:.2f} tolerated (standard error {se:.3f})"
+                   if self.winner != simplest else
+                   f"the simpler model: another replaces it only when ahead with a one-sided "
+                   f"95% lower bound above -{TOLERANCE:.2f} (standard error {se:.3f})")
             text = (f"{self.winner} ({d[0]:+.3f} SRCC against {self.runner_up}, 95% interval "
                     f"{d[1]:+.3f} to {d[2]:+.3f}; {why})")
         skipped = "".join(f"; {c} not tried: {why}" for c, why in self.skipped.items())
