@@ -10,7 +10,7 @@ import click
 
 from .errors import MLSPError, one_line
 from .options import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
-from .vocabulary import AUGMENTATIONS, BACKBONES, ENGINES, POOLING_KINDS, RUNTIMES, TTA_MODES
+from .vocabulary import AUGMENTATIONS, BACKBONES, ENGINES, POOLING_KINDS, TTA_MODES
 
 
 #: Commands that only read files: they start without importing Keras or its backend

@@ -84,6 +84,19 @@ def test_compatibility_check_refuses_a_foreback_head_on_a_store_without_backpool
         check_compatible(sidecar, dict(CONFIG, pooling_kinds=["area", "fore"]))
 
 
+def test_reading_a_kind_the_store_lacks_names_the_pooling_to_extract(tmp_path):
+    """A head on SPP features over a store extracted without SPP: one line naming the
+    store, the missing features and the --pooling that makes them (it was a NameError:
+    the message's helper was never imported; found by pyflakes)."""
+    from mlsp.errors import StoreError
+    from mlsp.stores.reader import StoreFeatures
+
+    store = make_ext_store(tmp_path / "plain.h5", n=12, kinds=())[0]
+    with pytest.raises(StoreError) as err:
+        StoreFeatures(store, kind="spp", progress=False)
+    assert str(err.value) == f"{store}: has no spp features (extract with --pooling area,spp)"
+
+
 def test_every_mlsp_error_is_an_mlsp_error_and_a_value_error():
     from mlsp import errors
     from mlsp.extract.backbones import WeightsUnavailableError

@@ -11,7 +11,6 @@ import time
 
 import h5py
 import numpy as np
-import pytest
 
 from mlsp.data import BUNDLED_WEIGHTS
 from mlsp.extract.extractor import ExtractOptions, extract

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from ..stores.features import Level
-from ..vocabulary import POOLING_KINDS, normalize_pooling  # noqa: F401 (used here)
+from ..vocabulary import normalize_pooling
 from .backbones import PREPROCESSING, ResolvedWeights, build_backbone, get_backbone, resolve_weights
 from .pooling import AreaPooling2D, BackPool2D, ForeBackPool2D, ForePool2D, SpatialPyramidPooling
 

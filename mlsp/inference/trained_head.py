@@ -8,7 +8,6 @@ itself is :mod:`.scoring`.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..feature_kinds import feature_parts
+from ..feature_kinds import feature_parts, pooling_kinds_for
 from .features import FeatureStore, StoreError
 
 __all__ = ["StoreFeatures", "test_augmentations", "DEFAULT_MEMORY_LIMIT"]
