@@ -51,7 +51,7 @@ def activation_bytes_per_pixel(model) -> float:
     MobileNetV2-0.35 it is 188 floats a pixel, against a measured peak RSS growth of
     0.8 to 1.1 times that (500 to 2000 px inputs).  For Inception-v3 the sum (414 floats)
     is about 25 times the measured peak, which shrank 12 MP photos to 3.8 MP under the
-    default budget; the backbone's measured ``peak_share`` (0.1 there,
+    default budget; the backbone's measured ``peak_share`` (0.2 there,
     :data:`mlsp.extract.backbones.PEAK_MEASURED`) scales the sum."""
     cached = getattr(model, "_mlsp_bytes_per_pixel", None)
     if cached:
