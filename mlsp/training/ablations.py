@@ -334,7 +334,7 @@ def _plot_levels(path, rows, head, folds, seeds):
             ax.errorbar(ks + 0.08 * i, m, yerr=[m - lo, hi - m], fmt="o", capsize=3,
                         label=f"{label} (95%)", **style)
         else:
-            ax.plot(ks, m, "o-", label=f"{label} SRCC", **style)
+            ax.plot(ks, m, marker="o", label=f"{label} SRCC", **style)
     best = [r for r in rows if r.get("is_best")]
     same = [r for r in rows if r.get("indistinguishable_from_best")]
     for group, marker, label in ((best, "*", "best"), (same, "o", "indistinguishable")):
