@@ -75,6 +75,7 @@ class CVResult:
     models: list          # (keras model, sidecar) of the first seed's folds
     test_fraction: float  # n_test / n_train of a fold, for the interval
     held_out: dict | None = None   # metrics of the ensemble on a given test split
+    trained: object = None  # the fold ensemble as a TrainedHead (mlsp.cross_validate)
     seconds: float = 0.0
     options: dict = field(default_factory=dict)
 

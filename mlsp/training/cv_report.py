@@ -58,7 +58,7 @@ def saved_line(result) -> str:
 def write_cv_report(out, result, plots: bool = True) -> list:
     """Write a :class:`~mlsp.training.crossval.CVResult` into ``out``; the files written."""
     out = Path(out)
-    trained = getattr(result, "trained", None)  # mlsp.cross_validate built it already
+    trained = result.trained  # mlsp.cross_validate built it already
     model, sidecar = (trained.model, trained.sidecar) if trained else result.ensemble()
     files = write_model(out, model, dict(sidecar, cross_validation={
         "folds": result.folds, "seeds": list(result.seeds), "summary": result.summary(),

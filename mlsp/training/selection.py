@@ -64,7 +64,7 @@ SELECTION_FOLDS = 5
 TOLERANCE = 0.02
 Z_ONE_SIDED_95 = 1.6448536269514722
 RULE = ("pooled out-of-fold SRCC; a later candidate replaces the simpler when ahead and "
-        "non-inferior (one-sided 95% lower bound of its lead above -0.02)")
+        f"non-inferior (one-sided 95% lower bound of its lead above -{TOLERANCE:g})")
 
 
 def replaces(diff: float, se: float, tolerance: float = TOLERANCE) -> bool:
