@@ -71,6 +71,10 @@ def test_options_are_checked_before_anything_is_read(tmp_path):
         mlsp.train(missing, "x.csv", head="fc9")
     with pytest.raises(OptionError, match="needs a \\(P, P, C\\) feature grid"):
         mlsp.train(missing, "x.csv", head="pool-3fc", features="narrow")
+    with pytest.raises(OptionError, match="^pool_kernels shapes the Pool-3FC head only"):
+        mlsp.train(missing, "x.csv", head="single_3fc", pool_kernels=64)
+    with pytest.raises(OptionError, match="^pool_kernels must be a positive whole number"):
+        mlsp.train(missing, "x.csv", head="pool_3fc", pool_kernels=0)
 
 
 def test_a_damaged_model_file_says_so(tiny, tmp_path):

@@ -88,6 +88,16 @@ def test_pool_3fc_shapes():
     keras.backend.clear_session()
 
 
+def test_pool_3fc_kernels_narrow_the_module():
+    # 16 a column: 1x1 (64 -> 16) + 1x1 (64 -> 8) -> 1x3 (8) and 3x1 (8), avg -> 1x1 (16);
+    # each conv without bias, each followed by BN (4 values a channel)
+    m = build_head("pool_3fc", 64, wide_size=5, pool_kernels=16)
+    assert m.get_layer("pool_concat").output.shape == (None, 5, 5, 48)
+    module = (64 * 16 + 64 * 8 + 8 * 8 * 3 + 8 * 8 * 3 + 64 * 16) + 4 * (16 + 8 + 8 + 8 + 16)
+    assert m.count_params() == module + _fc3_params(48, 2048) + 257
+    keras.backend.clear_session()
+
+
 def test_unknown_head_and_output():
     with pytest.raises(ValueError):
         build_head("nope", 10)

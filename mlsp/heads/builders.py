@@ -7,18 +7,18 @@ __all__ = ["mlsp_head", "mnet_head", "multitask_head", "cells_head", "ridge_head
 
 
 def mlsp_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size, width,
-              dropout, seed, n_tags):
+              dropout, seed, n_tags, pool_kernels=None):
     """The MLSP paper's heads (sec. 3.2, Table 1), :func:`.models.build_mlsp_head`."""
     from .models import build_mlsp_head
 
     return build_mlsp_head(spec.name, item_shape[-1], level_channels=level_channels,
                       wide_size=item_shape[0] if len(item_shape) == 3 else wide_size,
                       output=output, n_bins=n_bins, width=width,
-                      dropout=dropout or DEFAULT_DROPOUT, seed=seed)
+                      dropout=dropout or DEFAULT_DROPOUT, seed=seed, pool_kernels=pool_kernels)
 
 
 def mnet_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size, width,
-              dropout, seed, n_tags):
+              dropout, seed, n_tags, pool_kernels=None):
     """M+MNet's fusion head; on ``wide_foreback`` its two branches read fore and back."""
     from .mnet import build_mnet
 
@@ -29,7 +29,7 @@ def mnet_head(spec, item_shape, output, n_bins, *, features, level_channels, wid
 
 
 def multitask_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size,
-                   width, dropout, seed, n_tags):
+                   width, dropout, seed, n_tags, pool_kernels=None):
     """MTP-NasNet's training model (Eq. 1); its ``.inference`` is the saved net."""
     from .multitask import MultiTaskModel, build_multitask_net
 
@@ -39,7 +39,7 @@ def multitask_head(spec, item_shape, output, n_bins, *, features, level_channels
 
 
 def cells_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size, width,
-               dropout, seed, n_tags):
+               dropout, seed, n_tags, pool_kernels=None):
     """The neutral per-cell head of the pooling ablation (:mod:`.cells`)."""
     from .cells import build_cells_3fc
 
@@ -48,7 +48,7 @@ def cells_head(spec, item_shape, output, n_bins, *, features, level_channels, wi
 
 
 def ridge_head(spec, item_shape, output, n_bins, *, features, level_channels, wide_size,
-               width, dropout, seed, n_tags):
+               width, dropout, seed, n_tags, pool_kernels=None):
     """A linear head, ``Standardize`` then one Dense unit, whose weights are set in closed
     form by ridge regression (:func:`mlsp.training.fit.fit_ridge`), not by descent."""
     import keras

@@ -35,7 +35,7 @@ class HeadSpec:
         return self.features[0]
 
     def build(self, item_shape, output="mos", n_bins=10, *, features=None, level_channels=None,
-              wide_size=5, width=None, dropout=None, seed=None, n_tags=0):
+              wide_size=5, width=None, dropout=None, seed=None, n_tags=0, pool_kernels=None):
         """The head as a Keras model for one stored item of shape ``item_shape``.  The
         multitask head returns its training model (its ``.inference`` is the test-time
         net); every other head returns the test-time model."""
@@ -43,7 +43,8 @@ class HeadSpec:
         return getattr(import_module(module, __package__), fn)(
             self, tuple(int(v) for v in item_shape), output, int(n_bins or 10),
             features=features or self.default_features, level_channels=level_channels,
-            wide_size=wide_size, width=width, dropout=dropout, seed=seed, n_tags=n_tags)
+            wide_size=wide_size, width=width, dropout=dropout, seed=seed, n_tags=n_tags,
+            pool_kernels=pool_kernels)
 
     @property
     def trains_itself(self) -> bool:

@@ -59,6 +59,8 @@ def training_run_options(fn):
 @click.option("--test-list", type=click.Path(exists=True), help="Ids of the test images.")
 @click.option("--val-fraction", default=DEFAULTS.val_fraction, show_default=True, type=AUTO_FLOAT, help=VAL_HELP)
 @click.option("--width", default=None, type=POSITIVE_INT, help="Width X of the first FC layer.")
+@click.option("--pool-kernels", default=None, type=POSITIVE_INT,
+              help="Pool-3FC: kernels per column of its module (default 1024, Fig. 6).")
 @click.option("--distribute", is_flag=True,
               help="Data-parallel over all local devices (JAX: keras.distribution.DataParallel, "
                    "TensorFlow: MirroredStrategy).")
@@ -92,13 +94,13 @@ def training_run_options(fn):
 @click.option("--verbose", is_flag=True,
               help="Also print the feeder's counters every epoch (they are in history.csv).")
 def train(store, labels_file, head, levels, output, epochs, batch_size, lr, augment, seed, out_dir,
-          test_list, val_fraction, width, distribute, objective, loss, precision, sample_weights,
+          test_list, val_fraction, width, pool_kernels, distribute, objective, loss, precision, sample_weights,
           feature_kind, binary_margin, normalize_inputs, folds, seeds, quiet, verbose):
     """Train a head on the features in STORE (MLSP sec. 3.3); --folds K cross-validates."""
     from .trainer import train_head
 
     options = dict(head=head, levels=levels, output=output, epochs=epochs,
-                   batch_size=batch_size, lr=lr, augment=augment, width=width,
+                   batch_size=batch_size, lr=lr, augment=augment, width=width, pool_kernels=pool_kernels,
                    distribute=distribute, objective=objective, loss=loss, precision=precision,
                    features=feature_kind, binary_margin=binary_margin,
                    normalize_inputs={"on": True, "off": False}.get(normalize_inputs, "auto"),

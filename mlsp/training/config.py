@@ -83,6 +83,7 @@ class TrainConfig:
     test_ids: object = None
     test_fraction: float = 0.0
     width: int | None = None           # X of the first FC layer (None: the head's own)
+    pool_kernels: int | None = None    # Pool-3FC's kernels a column (None: 1024, Fig. 6)
     dropout: tuple = (0.25, 0.25, 0.5)
     step_epochs: int | None = 20       # the schedule: see mlsp.training.schedule
     patience: int | None = 5
@@ -163,7 +164,9 @@ class TrainConfig:
                               "delayed entry rebuilds the model mid-training; use "
                               "precision='float32' or 'mixed_float16' with distribute, or "
                               "train on one device")
-        for opt in ("epochs", "batch_size", "width"):
+        if self.pool_kernels is not None and head != "pool_3fc":
+            raise OptionError(f"pool_kernels shapes the Pool-3FC head only, not {head}")
+        for opt in ("epochs", "batch_size", "width", "pool_kernels"):
             value = getattr(self, opt)
             if value is not None and (int(value) < 1 or int(value) != value):
                 raise OptionError(f"{opt} must be a positive whole number, got {value!r}")

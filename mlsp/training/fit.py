@@ -133,6 +133,7 @@ def build_models(spec, policy, config, item_shape, level_channels, wide_size, ta
         inner = spec.build(item_shape, config.output, targets.n_bins or 10,
                            features=config.features, level_channels=level_channels,
                            wide_size=wide_size, width=config.width, dropout=config.dropout,
+                           pool_kernels=config.pool_kernels,
                            seed=config.seed, n_tags=len(targets.vocab))
         if spec.trains_itself:
             return inner, inner.inference

@@ -214,6 +214,7 @@ def _training_record(cfg, fit, augment, feats, lab, masks, targets) -> dict:
         "epochs_run": len(fit.history.get("loss", [])), "epochs": int(cfg.epochs),
         "best_epoch": fit.best_epoch, "batch_size": int(fit.batch_size),
         "lr": float(cfg.lr), "augment": augment, "seed": int(cfg.seed), "width": cfg.width,
+        "pool_kernels": cfg.pool_kernels,
         "dropout": list(cfg.dropout), "step_epochs": cfg.step_epochs,
         "patience": cfg.patience, "min_lr": cfg.min_lr, "stop_patience": cfg.stop_patience,
         "normalize_inputs": bool(cfg.normalize_inputs),
