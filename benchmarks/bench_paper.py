@@ -21,7 +21,8 @@ bundled MobileNetV2-0.35 (18 blocks) side by side.  Rows (``--rows``, names or g
   Single-3FC (-aug).  mlsp's small-set default feeds all 8 every epoch (``single_3fc``).
   ``aug_1fc`` / ``aug_ridge``: the same for Single-1FC and ridge.
 * ``table3``: Pool-3FC on wide 5 x 5 features vs Single-3FC on narrow (needs a store with
-  wide features; none is made for Inception-v3 here: 251,200 values a sample).
+  wide features: 251,200 values a sample on Inception-v3; on 2 CPU cores it ran on the
+  whole-image view with ``--set-option pool_kernels=128``, named in the row).
 
 Every row: ``mlsp.training.crossval.cross_validate``, K folds x S seeds, the same fold
 assignment in every row (ids and seed only), so rows are paired; mean and the corrected
