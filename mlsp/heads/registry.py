@@ -19,7 +19,8 @@ __all__ = ["HeadSpec", "REGISTRY", "HEAD_NAMES", "get_head", "heads_for", "OBJEC
 class HeadSpec:
     """A head: ``builder`` ("module:function", called by :meth:`build`), the feature kinds
     it reads (``features[0]`` by default), its outputs, the objectives it trains with and
-    the ablations (``mlsp ablate ...``) that offer it."""
+    the ablations (``mlsp ablate ...``) that offer it; ``options``: the training options
+    that shape this head alone (refused for every other head)."""
 
     name: str
     builder: str
@@ -29,6 +30,7 @@ class HeadSpec:
     ablations: tuple = ()
     paper: str = ""
     closed_form: bool = False  # fit in closed form (no epochs, no validation part)
+    options: tuple = ()
 
     @property
     def default_features(self) -> str:
@@ -62,7 +64,7 @@ REGISTRY = {spec.name: spec for spec in (
     HeadSpec("multi_3fc", ".builders:mlsp_head", _NARROW, ablations=("levels", "objective"),
              paper="MLSP Fig. 5"),
     HeadSpec("pool_3fc", ".builders:mlsp_head", GRID_KINDS, ablations=("levels", "objective"),
-             paper="MLSP Fig. 6"),
+             paper="MLSP Fig. 6", options=("pool_kernels",)),
     HeadSpec("mnet", ".builders:mnet_head", GRID_KINDS, ablations=("objective",),
              paper="M+MNet sec. 3.1"),
     HeadSpec("multitask", ".builders:multitask_head", _NARROW, outputs=("distribution",),

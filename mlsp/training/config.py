@@ -164,7 +164,7 @@ class TrainConfig:
                               "delayed entry rebuilds the model mid-training; use "
                               "precision='float32' or 'mixed_float16' with distribute, or "
                               "train on one device")
-        if self.pool_kernels is not None and head != "pool_3fc":
+        if self.pool_kernels is not None and "pool_kernels" not in spec.options:
             raise OptionError(f"pool_kernels shapes the Pool-3FC head only, not {head}")
         for opt in ("epochs", "batch_size", "width", "pool_kernels"):
             value = getattr(self, opt)
