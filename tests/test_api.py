@@ -75,6 +75,8 @@ def test_options_are_checked_before_anything_is_read(tmp_path):
         mlsp.train(missing, "x.csv", head="single_3fc", pool_kernels=64)
     with pytest.raises(OptionError, match="^pool_kernels must be a positive whole number"):
         mlsp.train(missing, "x.csv", head="pool_3fc", pool_kernels=0)
+    with pytest.raises(OptionError, match="^pool_kernels must be at least 2"):
+        mlsp.train(missing, "x.csv", head="pool_3fc", pool_kernels=1)
 
 
 def test_a_damaged_model_file_says_so(tiny, tmp_path):

@@ -170,6 +170,9 @@ class TrainConfig:
             value = getattr(self, opt)
             if value is not None and (int(value) < 1 or int(value) != value):
                 raise OptionError(f"{opt} must be a positive whole number, got {value!r}")
+        if self.pool_kernels is not None and int(self.pool_kernels) < 2:
+            raise OptionError(f"pool_kernels must be at least 2 (a column's 1x1 conv feeds two "
+                              f"branches of half as many), got {self.pool_kernels!r}")
         if self.lr != AUTO and not (_number(self.lr) > 0 and math.isfinite(_number(self.lr))):
             raise OptionError(f"lr must be a positive number or 'auto', got {self.lr!r}")
         if self.val_fraction != AUTO and not 0 <= _number(self.val_fraction) < 1:
